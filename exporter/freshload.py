@@ -1,0 +1,278 @@
+"""Load a saved program in a fresh process and compare what it computes.
+
+Registrations (custom ops, pytree nodes) are per process, so a program that
+loads in the process that exported it can still fail anywhere else.  Each
+check runs in a new child forked from a *pristine* zygote process that has
+imported torch and nothing of the models: as fresh as a new interpreter, without
+paying ``import torch`` per artifact.  Only plain data crosses the process boundary:
+tensors go through a weights-only ``torch.save`` file, failures come back
+already classified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    kind: str            # "export" (torch.export.load) or "aoti" (aoti_load_package)
+    artifact: str        # path of the .pt2 file
+    data: str            # torch.save'd {"inputs": leaves, "expected": leaves}
+    atol: float
+    rtol: float
+    device: str = "cpu"
+
+
+@dataclass
+class LoadResult:
+    ok: bool
+    failure: dict[str, Any] | None = None     # taxonomy.Failure as a dict
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    load_s: float = 0.0
+    run_s: float = 0.0
+
+
+class FreshLoader:
+    """A pristine zygote: a fresh interpreter that imports torch once and forks one child
+    per check.  The zygote never imports model code, so each child is as fresh as a new
+    process while costing a fork instead of ``import torch``.  Not thread-safe: one per worker.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def check(self, request: LoadRequest, timeout_s: float, result_path: str) -> LoadResult:
+        proc = self._ensure_started()
+        assert proc.stdin is not None and proc.stdout is not None
+        message = {"request": asdict(request), "result": result_path}
+        proc.stdin.write((json.dumps(message) + "\n").encode())
+        proc.stdin.flush()
+        started = self._read(proc, 60.0)
+        if started is None:
+            self.close()
+            return _died(request, "the fresh loader did not start a child")
+        done = self._read(proc, timeout_s)
+        if done is None:
+            os.kill(started["pid"], signal.SIGKILL)
+            self._read(proc, 30.0)
+            return _died(request, f"the fresh loader ran past {timeout_s:.0f} s")
+        if os.path.exists(result_path):
+            with open(result_path, encoding="utf-8") as f:
+                return LoadResult(**json.load(f))
+        return _died(request, f"the fresh loader process died ({_describe_status(done['status'])})")
+
+    def start(self) -> None:
+        """Start the zygote now, so its warm-up overlaps with building the first model."""
+        self._ensure_started()
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def __enter__(self) -> "FreshLoader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ensure_started(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "exporter.freshload"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, env=env, start_new_session=True)
+        return self._proc
+
+    def _read(self, proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any] | None:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+        if not ready:
+            return None
+        line = proc.stdout.readline()
+        return json.loads(line) if line else None
+
+
+def check_in_process(request: LoadRequest) -> LoadResult:
+    """The same check in this process (``repro`` uses it to show full tracebacks)."""
+    return _check(request)
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"killed by signal {signal.Signals(sig).name}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def _died(request: LoadRequest, message: str) -> LoadResult:
+    from exporter.taxonomy import Failure
+    category = "DESERIALIZE_ERROR" if request.kind == "export" else "AOTI_COMPILE_ERROR"
+    return LoadResult(False, asdict(Failure.make(category, _stage(request), message,
+                                                 exception_type="WorkerCrash")))
+
+
+def serve() -> None:
+    """The zygote's loop: one JSON request per line in, two JSON lines per request out."""
+    threads = _warm_up()
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)         # torch may print: keep stdout for the protocol only
+    for line in sys.stdin:
+        message = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(LoadRequest(**message["request"]), message["result"], threads)
+        protocol.write(json.dumps({"pid": pid}) + "\n")
+        _, status = os.waitpid(pid, 0)
+        protocol.write(json.dumps({"pid": pid, "status": status}) + "\n")
+
+
+def _warm_up() -> int:
+    """Pay torch's import and the lazy imports of save/load once, before any fork.
+
+    The warm-up runs single-threaded so that no OpenMP pool exists when we fork; each
+    child gets the configured thread count back.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="exportsweep-warmup-") as tmp:
+        path = os.path.join(tmp, "warmup.pt2")
+        ep = torch.export.export(torch.nn.Linear(2, 2), (torch.ones(1, 2),))
+        torch.export.save(ep, path)
+        with torch.no_grad():
+            torch.export.load(path).module()(torch.ones(1, 2))
+    return threads
+
+
+def _child(request: LoadRequest, result_path: str, threads: int) -> None:
+    code = 0
+    try:
+        import torch
+        torch.set_num_threads(threads)
+        try:
+            result = _check(request)
+        except BaseException as exc:   # noqa: BLE001 - nothing may escape unclassified
+            from exporter.taxonomy import classify_exception
+            result = LoadResult(False, asdict(classify_exception(exc, f"{_stage(request)}.load")))
+        with open(result_path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(asdict(result), f)
+        os.replace(result_path + ".tmp", result_path)
+    except BaseException:  # noqa: BLE001
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+# -- in the child ------------------------------------------------------------------------------
+
+def _stage(request: LoadRequest) -> str:
+    return "serialize" if request.kind == "export" else "aoti"
+
+
+def _check(request: LoadRequest) -> LoadResult:
+    import torch
+
+    from exporter import numerics
+    from exporter.taxonomy import Failure, classify_exception
+
+    stage = _stage(request)
+    data = torch.load(request.data, weights_only=True)
+    t0 = time.perf_counter()
+    try:
+        run, in_spec = (_load_export(request.artifact) if request.kind == "export"
+                        else _load_aoti(request.artifact, request.device))
+        args, kwargs = numerics.pytree.tree_unflatten(data["inputs"], in_spec)
+    except Exception as exc:  # noqa: BLE001
+        return LoadResult(False, asdict(classify_exception(exc, f"{stage}.load")),
+                          load_s=time.perf_counter() - t0)
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            out = run(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        return LoadResult(False, asdict(classify_exception(exc, f"{stage}.run")), load_s=load_s,
+                          run_s=time.perf_counter() - t1)
+    run_s = time.perf_counter() - t1
+    leaves, _ = numerics.flatten(out)
+    cmp = numerics.compare_leaves(data["expected"], leaves, request.atol, request.rtol)
+    failure = None
+    if not cmp.ok:
+        category = "ROUNDTRIP_MISMATCH" if request.kind == "export" else "AOTI_MISMATCH"
+        failure = asdict(Failure.make(category, stage, cmp.detail))
+    return LoadResult(cmp.ok, failure, cmp.max_abs_err, cmp.max_rel_err, load_s, run_s)
+
+
+def _load_export(path: str) -> tuple[Any, Any]:
+    import torch
+    try:
+        ep = torch.export.load(path)
+    except Exception as generic:
+        real = _real_load_error(path)
+        if real is not None:
+            raise real from generic
+        raise
+    return ep.module(), ep.call_spec.in_spec
+
+
+def _real_load_error(path: str) -> BaseException | None:
+    """torch.export.load hides the real SerializeError behind a generic RuntimeError and a
+    logged warning; the lower-level loader (private, feature-detected) raises it directly."""
+    try:
+        from torch.export.pt2_archive._package import load_pt2
+    except ImportError:
+        return None
+    records: list[logging.LogRecord] = []
+    handler = _ListHandler(records)
+    logging.getLogger("torch").addHandler(handler)
+    try:
+        load_pt2(path)
+    except Exception as exc:  # noqa: BLE001
+        return exc
+    finally:
+        logging.getLogger("torch").removeHandler(handler)
+    for record in records:
+        if record.exc_info and record.exc_info[1] is not None:
+            return record.exc_info[1]
+    return None
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.WARNING)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _load_aoti(path: str, device: str) -> tuple[Any, Any]:
+    import torch
+    from exporter import numerics
+
+    compiled = torch._inductor.aoti_load_package(path)
+    in_spec_text = compiled.loader.get_call_spec()[0]
+    return compiled, numerics.pytree.treespec_loads(in_spec_text)
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,574 @@
+"""Load, expand and validate a manifest (YAML, ``version: 1``) into :class:`Entry` records.
+
+The manifest is an external contract, so validation is exhaustive and happens
+before anything runs: every mistake found becomes one line naming the file, the
+entry and the field (collected into :class:`ManifestErrors`).  Entry points are
+checked without executing user code (a file's top-level names are read with
+``ast``), so validating never registers custom ops twice.
+
+Scoping rules: ``defaults`` apply to the entries and families of the file that
+declares them and of the files it includes (an included file's own defaults win
+over its includer's); relative paths resolve against the declaring file.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import fnmatch
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from exporter import families
+from exporter.errors import ManifestError, ManifestErrors
+from exporter.spec import (DEVICES, DTYPES, EXPECT_STATUSES, INTEGER_DTYPES, MODES, DimSpec,
+                           Entry, Expectation, TensorSpec, Tolerance)
+from exporter.taxonomy import CATEGORY_NAMES, STAGES
+
+TOP_KEYS = ("version", "defaults", "include", "entries", "families")
+ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "dynamic_shapes", "modes", "device",
+              "tolerance", "timeout_s", "tags", "expect", "train", "seed")
+DEFAULTABLE_KEYS = tuple(k for k in ENTRY_KEYS if k not in ("name", "entrypoint"))
+FAMILY_COMMON_KEYS = ("source", "include", "exclude", "limit", "defaults", "overrides")
+SUPPORTED_VERSIONS = (1,)
+
+
+@dataclass
+class _Scope:
+    """Where we are while reading: the file, the entry and the collected mistakes."""
+
+    file: str
+    errors: list[ManifestError]
+    entry: str | None = None
+
+    def error(self, message: str, field: str | None = None) -> None:
+        self.errors.append(ManifestError(self.file, message, entry=self.entry, field=field))
+
+    def at(self, entry: str | None) -> "_Scope":
+        return _Scope(self.file, self.errors, entry)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: str
+    entries: tuple[Entry, ...]
+    files: tuple[str, ...] = field(default=())   # every file read, includes too
+
+    def select(self, patterns: list[str] | None) -> tuple[Entry, ...]:
+        if not patterns:
+            return self.entries
+        return tuple(e for e in self.entries if any(fnmatch.fnmatchcase(e.name, p) for p in patterns))
+
+    def get(self, name: str) -> Entry:
+        for entry in self.entries:
+            if entry.name == name:
+                return entry
+        hint = difflib.get_close_matches(name, [e.name for e in self.entries], n=3)
+        raise ManifestErrors([ManifestError(self.path, "no such entry" + (
+            f" (did you mean {', '.join(hint)}?)" if hint else ""), entry=name)])
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read, expand and validate a manifest; raise :class:`ManifestErrors` listing every mistake."""
+    errors: list[ManifestError] = []
+    path = os.fspath(path)
+    entries: list[Entry] = []
+    files: list[str] = []
+    _read_file(path, {}, [], entries, files, errors)
+    _check_unique(entries, errors)
+    if errors:
+        raise ManifestErrors(errors)
+    return Manifest(path=path, entries=tuple(entries), files=tuple(files))
+
+
+# -- files -----------------------------------------------------------------------------------
+
+def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list[Entry],
+               files: list[str], errors: list[ManifestError]) -> None:
+    scope = _Scope(path, errors)
+    real = os.path.realpath(path)
+    if real in chain:
+        cycle = " -> ".join(os.path.basename(p) for p in chain + [real])
+        scope.error(f"include cycle: {cycle}", "include")
+        return
+    if not os.path.isfile(path):
+        scope.error("manifest file not found")
+        return
+    files.append(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        scope.error(f"invalid YAML{where}: {problem}")
+        return
+    if not isinstance(doc, dict):
+        scope.error(f"top level must be a mapping with 'version' and 'entries', got {_tname(doc)}")
+        return
+    _unknown_keys(scope, doc, TOP_KEYS, None)
+    version = doc.get("version")
+    if version not in SUPPORTED_VERSIONS:
+        scope.error(f"unsupported manifest version {version!r} (supported: 1)", "version")
+        return
+
+    base = os.path.dirname(os.path.abspath(path))
+    defaults = dict(inherited)
+    own_defaults = doc.get("defaults") or {}
+    if not isinstance(own_defaults, dict):
+        scope.error(f"must be a mapping of entry fields, got {_tname(own_defaults)}", "defaults")
+    else:
+        _unknown_keys(scope, own_defaults, DEFAULTABLE_KEYS, "defaults")
+        defaults.update({k: v for k, v in own_defaults.items() if k in DEFAULTABLE_KEYS})
+
+    includes = doc.get("include") or []
+    if not _is_list_of(includes, str):
+        scope.error("must be a list of relative file paths", "include")
+        includes = []
+    for inc in includes:
+        _read_file(os.path.join(base, inc), defaults, chain + [real], out, files, errors)
+
+    raw_entries = doc.get("entries") or []
+    if not isinstance(raw_entries, list):
+        scope.error(f"must be a list of entries, got {_tname(raw_entries)}", "entries")
+        raw_entries = []
+    for i, raw in enumerate(raw_entries):
+        entry_scope = scope.at(raw.get("name") if isinstance(raw, dict) and isinstance(
+            raw.get("name"), str) else f"#{i + 1}")
+        if not isinstance(raw, dict):
+            entry_scope.error(f"an entry must be a mapping, got {_tname(raw)}")
+            continue
+        entry = _build_entry(entry_scope, {**defaults, **raw}, base, family="manual")
+        if entry is not None:
+            out.append(entry)
+
+    raw_families = doc.get("families") or []
+    if not isinstance(raw_families, list):
+        scope.error(f"must be a list of family specs, got {_tname(raw_families)}", "families")
+        raw_families = []
+    for i, fam in enumerate(raw_families):
+        out.extend(_expand_family(scope.at(f"families[{i}]"), fam, defaults, base))
+
+
+def _expand_family(scope: _Scope, spec: Any, defaults: dict[str, Any], base: str) -> list[Entry]:
+    if not isinstance(spec, dict):
+        scope.error(f"a family must be a mapping with 'source', got {_tname(spec)}")
+        return []
+    source = spec.get("source")
+    if source not in families.SOURCES:
+        scope.error(f"unknown family source {source!r} (known: {', '.join(families.SOURCES)})",
+                    "source")
+        return []
+    scope = scope.at(f"families[{source}]")
+    allowed = FAMILY_COMMON_KEYS + tuple(sorted(families.family_keys(source)))
+    _unknown_keys(scope, spec, allowed, None)
+    include = spec.get("include", ["*"])
+    exclude = spec.get("exclude", [])
+    limit = spec.get("limit")
+    ok = True
+    for key, value in (("include", include), ("exclude", exclude)):
+        if not _is_list_of(value, str):
+            scope.error("must be a list of glob patterns", key)
+            ok = False
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        scope.error(f"must be a positive integer, got {limit!r}", "limit")
+        ok = False
+    fam_defaults = spec.get("defaults") or {}
+    overrides = spec.get("overrides") or {}
+    if not isinstance(fam_defaults, dict):
+        scope.error("must be a mapping of entry fields", "defaults")
+        ok = False
+    else:
+        _unknown_keys(scope, fam_defaults, DEFAULTABLE_KEYS, "defaults")
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        scope.error("must map name globs to mappings of entry fields", "overrides")
+        ok = False
+    else:
+        for pattern, fields in overrides.items():
+            _unknown_keys(scope, fields, DEFAULTABLE_KEYS, f"overrides[{pattern}]")
+    if not ok:
+        return []
+    extra = {k: v for k, v in spec.items() if k not in FAMILY_COMMON_KEYS}
+    try:
+        models = families.expand(source, include, exclude, limit, extra)
+    except (families.FamilyUnavailable, families.UnknownModel, ValueError) as exc:
+        scope.error(str(exc), "include" if isinstance(exc, families.UnknownModel) else None)
+        return []
+    used_patterns: set[str] = set()
+    out: list[Entry] = []
+    for model in models:
+        raw: dict[str, Any] = {**defaults, **fam_defaults,
+                               "tags": list(defaults.get("tags", [])) + list(model.tags)}
+        raw.update({"device": model.device} if "device" not in fam_defaults else {})
+        for pattern, fields in overrides.items():
+            if fnmatch.fnmatchcase(model.name, pattern):
+                used_patterns.add(pattern)
+                raw.update(fields)
+        raw.update(name=model.name, entrypoint=model.entrypoint, kwargs=model.kwargs)
+        entry = _build_entry(scope.at(model.name), raw, base, family=source)
+        if entry is not None:
+            out.append(entry)
+    for pattern in overrides:
+        if pattern not in used_patterns:
+            scope.error(f"override pattern {pattern!r} matches no model of this family",
+                        "overrides")
+    return out
+
+
+# -- entries ---------------------------------------------------------------------------------
+
+def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> Entry | None:
+    n_errors = len(scope.errors)
+    _unknown_keys(scope, raw, ENTRY_KEYS, None)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        scope.error("every entry needs a non-empty string 'name'", "name")
+        return None
+    entrypoint = _check_entrypoint(scope, raw.get("entrypoint"), base, "entrypoint", required=True)
+    kwargs = raw.get("kwargs") or {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        scope.error(f"must be a mapping of keyword arguments, got {_tname(kwargs)}", "kwargs")
+    modes = _check_modes(scope, raw.get("modes", list(MODES)))
+    device = raw.get("device", "cpu")
+    if device not in DEVICES:
+        scope.error(f"must be one of {', '.join(DEVICES)}, got {device!r}", "device")
+    inputs = _check_inputs(scope, raw.get("inputs"), base)
+    dynamic = _check_dynamic(scope, raw.get("dynamic_shapes"), inputs)
+    tolerance = _check_tolerance(scope, raw.get("tolerance"))
+    timeout = raw.get("timeout_s", 300)
+    if not _is_number(timeout) or timeout <= 0:
+        scope.error(f"must be a positive number of seconds, got {timeout!r}", "timeout_s")
+    tags = raw.get("tags", [])
+    if not _is_list_of(tags, str):
+        scope.error("must be a list of strings", "tags")
+        tags = []
+    expect = _check_expect(scope, raw.get("expect"), modes)
+    train = raw.get("train", False)
+    if not isinstance(train, bool):
+        scope.error(f"must be true or false, got {train!r}", "train")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        scope.error(f"must be an integer, got {seed!r}", "seed")
+    if len(scope.errors) > n_errors:
+        return None
+    return Entry(name=name, entrypoint=entrypoint or "", source=scope.file, base_dir=base,
+                 family=family, kwargs=dict(kwargs), inputs=inputs, dynamic_shapes=dynamic,
+                 modes=modes, device=device, tolerance=tolerance, timeout_s=float(timeout),
+                 tags=tuple(dict.fromkeys(tags)), expect=expect, train=train, seed=seed)
+
+
+def _check_entrypoint(scope: _Scope, value: Any, base: str, field: str,
+                      required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
+        scope.error(f"must be 'pkg.module:attr' or 'path/file.py:attr', got {value!r}", field)
+        return None
+    target, attr = value.split(":")
+    if target.endswith(".py"):
+        path = target if os.path.isabs(target) else os.path.join(base, target)
+        if not os.path.isfile(path):
+            scope.error(f"file {target!r} not found (resolved to {path})", field)
+            return None
+        names = _top_level_names(path)
+    else:
+        try:
+            spec = importlib.util.find_spec(target)
+        except (ImportError, ValueError) as exc:
+            spec = None
+            reason = str(exc)
+        else:
+            reason = "not found"
+        if spec is None:
+            scope.error(f"module {target!r} cannot be imported: {reason}", field)
+            return None
+        origin = spec.origin if spec.origin and spec.origin.endswith(".py") else None
+        names = _top_level_names(origin) if origin else None
+    if names is not None and attr not in names:
+        hint = difflib.get_close_matches(attr, sorted(names), n=3)
+        scope.error(f"{target!r} defines no {attr!r}" + (
+            f" (did you mean {', '.join(hint)}?)" if hint else ""), field)
+        return None
+    return value
+
+
+def _top_level_names(path: str) -> set[str] | None:
+    """Names bound at a module's top level, read with ast (None: cannot tell, e.g. star imports)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            return None     # conditional definitions: trust the import at run time
+    return names
+
+
+def _check_modes(scope: _Scope, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not _is_list_of(value, str) or not value:
+        scope.error(f"must be a non-empty list of {', '.join(MODES)}", "modes")
+        return MODES
+    bad = [m for m in value if m not in MODES]
+    if bad:
+        scope.error(f"unknown mode {bad[0]!r} (known: {', '.join(MODES)})", "modes")
+        return MODES
+    return tuple(dict.fromkeys(value))
+
+
+def _check_inputs(scope: _Scope, value: Any, base: str) -> tuple[TensorSpec, ...] | str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _check_entrypoint(scope, value, base, "inputs", required=True)
+    if not isinstance(value, list):
+        scope.error("must be a list of {shape, dtype} or a 'module:attr' callable", "inputs")
+        return None
+    specs: list[TensorSpec] = []
+    for i, item in enumerate(value):
+        fld = f"inputs[{i}]"
+        if not isinstance(item, dict):
+            scope.error(f"must be a mapping like {{shape: [2, 3], dtype: float32}}, got "
+                        f"{_tname(item)}", fld)
+            continue
+        _unknown_keys(scope, item, ("shape", "dtype", "low", "high"), fld)
+        shape = item.get("shape")
+        if not _is_list_of(shape, int) or any(d < 0 or isinstance(d, bool) for d in shape):
+            scope.error(f"shape must be a list of non-negative integers, got {shape!r}",
+                        f"{fld}.shape")
+            continue
+        dtype = item.get("dtype", "float32")
+        if dtype not in DTYPES:
+            hint = difflib.get_close_matches(str(dtype), DTYPES, n=1)
+            scope.error(f"unknown dtype {dtype!r}" + (f" (did you mean {hint[0]}?)" if hint else
+                                                      f" (known: {', '.join(DTYPES)})"),
+                        f"{fld}.dtype")
+            continue
+        low, high = item.get("low"), item.get("high")
+        if (low is not None or high is not None) and dtype not in INTEGER_DTYPES:
+            scope.error(f"low/high apply to integer dtypes only, not {dtype}", fld)
+            continue
+        if low is not None and high is not None and not (
+                isinstance(low, int) and isinstance(high, int) and low < high):
+            scope.error(f"needs integers low < high, got low={low!r} high={high!r}", fld)
+            continue
+        specs.append(TensorSpec(tuple(shape), dtype, low, high))
+    return tuple(specs)
+
+
+def _check_dynamic(scope: _Scope, value: Any, inputs: Any) -> Any:
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    if not isinstance(value, dict):
+        scope.error("must be 'auto' or a mapping input index -> dim -> {name, min, max}",
+                    "dynamic_shapes")
+        return None
+    shapes = [s.shape for s in inputs] if isinstance(inputs, tuple) else None
+    out: dict[int, dict[int, DimSpec]] = {}
+    for idx, dims in value.items():
+        fld = f"dynamic_shapes.{idx}"
+        i = _as_index(idx)
+        if i is None:
+            scope.error("input keys must be positional indices (0, 1, ...)", fld)
+            continue
+        if shapes is not None and i >= len(shapes):
+            scope.error(f"input {i} does not exist (the entry has {len(shapes)} inputs)", fld)
+            continue
+        if not isinstance(dims, dict):
+            scope.error("must map dimension index -> {name, min, max} or 'auto'", fld)
+            continue
+        out[i] = {}
+        for d, spec in dims.items():
+            dfld = f"{fld}.{d}"
+            j = _as_index(d)
+            rank = len(shapes[i]) if shapes is not None else None
+            if j is None or (rank is not None and j >= rank):
+                scope.error(f"dimension {d!r} is not a valid index" +
+                            (f" for an input of rank {rank}" if rank is not None else ""), dfld)
+                continue
+            dim = _check_dim(scope, spec, dfld, shapes[i][j] if shapes is not None else None)
+            if dim is not None:
+                out[i][j] = dim
+    _check_dim_names(scope, out)
+    return out
+
+
+def _check_dim(scope: _Scope, spec: Any, fld: str, example: int | None) -> DimSpec | None:
+    if spec in ("auto", "dynamic"):
+        return DimSpec(auto=True)
+    if not isinstance(spec, dict):
+        scope.error("must be 'auto' or {name, min, max}", fld)
+        return None
+    _unknown_keys(scope, spec, ("name", "min", "max"), fld)
+    name, lo, hi = spec.get("name"), spec.get("min"), spec.get("max")
+    if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+        scope.error(f"name must be a Python identifier, got {name!r}", f"{fld}.name")
+        return None
+    for key, v in (("min", lo), ("max", hi)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            scope.error(f"must be a non-negative integer, got {v!r}", f"{fld}.{key}")
+            return None
+    if lo is not None and hi is not None and lo > hi:
+        scope.error(f"impossible range: min {lo} > max {hi}", fld)
+        return None
+    if example is not None and ((lo is not None and example < lo) or
+                                (hi is not None and example > hi)):
+        scope.error(f"example size {example} lies outside [{lo}, {hi}]", fld)
+        return None
+    return DimSpec(name=name, min=lo, max=hi)
+
+
+def _check_dim_names(scope: _Scope, dims: dict[int, dict[int, DimSpec]]) -> None:
+    seen: dict[str, DimSpec] = {}
+    for i, per_input in dims.items():
+        for j, dim in per_input.items():
+            if dim.name is None:
+                continue
+            other = seen.setdefault(dim.name, dim)
+            if (other.min, other.max) != (dim.min, dim.max):
+                scope.error(f"dimension name {dim.name!r} is declared with two different ranges",
+                            f"dynamic_shapes.{i}.{j}")
+
+
+def _check_tolerance(scope: _Scope, value: Any) -> Tolerance:
+    if value is None:
+        return Tolerance()
+    if not isinstance(value, dict):
+        scope.error("must be a mapping {atol, rtol}", "tolerance")
+        return Tolerance()
+    _unknown_keys(scope, value, ("atol", "rtol"), "tolerance")
+    out = {}
+    for key in ("atol", "rtol"):
+        v = value.get(key, getattr(Tolerance(), key))
+        if not _is_number(v) or v < 0:
+            scope.error(f"must be a non-negative number, got {v!r}", f"tolerance.{key}")
+        else:
+            out[key] = float(v)
+    return Tolerance(**out)
+
+
+def _check_expect(scope: _Scope, value: Any, modes: tuple[str, ...]) -> dict[str, Expectation]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        scope.error("must be {status, category?, stage?} or a mapping mode -> that", "expect")
+        return {}
+    if set(value) & set(MODES):
+        per_mode = value
+        _unknown_keys(scope, value, MODES, "expect")
+    else:
+        per_mode = {m: value for m in modes}
+    out: dict[str, Expectation] = {}
+    for mode, spec in per_mode.items():
+        if mode not in MODES:
+            continue
+        fld = "expect" if per_mode is not value else f"expect.{mode}"
+        if not isinstance(spec, dict):
+            scope.error("must be a mapping {status, category?, stage?}", fld)
+            continue
+        _unknown_keys(scope, spec, ("status", "category", "stage"), fld)
+        status = spec.get("status", "FAIL")
+        category, stage = spec.get("category"), spec.get("stage")
+        if status not in EXPECT_STATUSES:
+            scope.error(f"status must be one of {', '.join(EXPECT_STATUSES)}, got {status!r}",
+                        f"{fld}.status")
+            continue
+        if category is not None and category not in CATEGORY_NAMES:
+            hint = difflib.get_close_matches(str(category), CATEGORY_NAMES, n=1)
+            scope.error(f"unknown category {category!r}" + (
+                f" (did you mean {hint[0]}?)" if hint else ""), f"{fld}.category")
+            continue
+        if stage is not None and stage not in STAGES:
+            scope.error(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})", f"{fld}.stage")
+            continue
+        if status == "PASS" and (category or stage):
+            scope.error("an expected PASS takes no category or stage", fld)
+            continue
+        out[mode] = Expectation(status, category, stage)
+    return out
+
+
+def _check_unique(entries: list[Entry], errors: list[ManifestError]) -> None:
+    first: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.name in first:
+            prev = first[entry.name]
+            where = "" if prev.source == entry.source else f" (first defined in {prev.source})"
+            errors.append(ManifestError(entry.source, f"duplicate entry name{where}",
+                                        entry=entry.name, field="name"))
+        else:
+            first[entry.name] = entry
+
+
+# -- small helpers ---------------------------------------------------------------------------
+
+def _unknown_keys(scope: _Scope, mapping: dict[str, Any], allowed: tuple[str, ...],
+                  prefix: str | None) -> None:
+    for key in mapping:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            fld = f"{prefix}.{key}" if prefix else str(key)
+            scope.error("unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                         f" (allowed: {', '.join(allowed)})"), fld)
+
+
+def _is_list_of(value: Any, kind: type) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, kind) and not (kind is int and isinstance(v, bool)) for v in value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_index(key: Any) -> int | None:
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, int):
+        return key if key >= 0 else None
+    if isinstance(key, str) and key.isdigit():
+        return int(key)
+    return None
+
+
+def _tname(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def entry_table(entries: tuple[Entry, ...]) -> list[dict[str, str]]:
+    """The expanded entries as printable rows (for ``exportsweep validate``)."""
+    rows = []
+    for e in entries:
+        inputs = (e.inputs if isinstance(e.inputs, str) else
+                  " ".join("x".join(map(str, s.shape)) + f":{s.dtype}" for s in e.inputs or ()))
+        rows.append({
+            "name": e.name, "family": e.family, "modes": ",".join(e.modes), "device": e.device,
+            "inputs": inputs or "(from entrypoint)",
+            "dynamic": ("auto" if e.dynamic_shapes == "auto" else
+                        ",".join(f"{i}.{j}" for i, d in (e.dynamic_shapes or {}).items()
+                                 for j in d) or "-"),
+            "expect": "; ".join(f"{m}: {x.describe()}" for m, x in e.expect.items()) or "-",
+            "tags": ",".join(e.tags) or "-",
+        })
+    return rows
+

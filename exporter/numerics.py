@@ -1,0 +1,210 @@
+"""Compare outputs of two programs, and derive other input sizes from an ExportedProgram.
+
+Comparison is structural first (pytree spec, then per-leaf type, shape, dtype)
+and numerical second, recording the worst absolute and relative error so that
+a dashboard can show drift before it becomes a failure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+try:  # public since torch 2.5-ish; the private module has the same API on older builds
+    import torch.utils.pytree as pytree
+    pytree.tree_flatten  # noqa: B018
+except (ImportError, AttributeError):  # pragma: no cover - depends on the torch build
+    import torch.utils._pytree as pytree  # type: ignore[no-redef]
+
+REL_FLOOR = 1e-8   # |expected| below this is treated as this, so zeros do not divide
+
+
+@dataclass
+class Comparison:
+    structure_ok: bool = True
+    values_ok: bool = True
+    detail: str = ""
+    max_abs_err: float = 0.0
+    max_rel_err: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.structure_ok and self.values_ok
+
+
+def flatten(value: Any) -> tuple[list[Any], str]:
+    leaves, spec = pytree.tree_flatten(value)
+    return leaves, str(spec)
+
+
+def compare(expected: Any, actual: Any, atol: float, rtol: float) -> Comparison:
+    exp_leaves, exp_spec = flatten(expected)
+    act_leaves, act_spec = flatten(actual)
+    if exp_spec != act_spec:
+        return Comparison(False, False, f"output structure differs: eager {_short(exp_spec)} "
+                                        f"vs exported {_short(act_spec)}")
+    return compare_leaves(exp_leaves, act_leaves, atol, rtol)
+
+
+def compare_leaves(expected: list[Any], actual: list[Any], atol: float, rtol: float) -> Comparison:
+    result = Comparison()
+    if len(expected) != len(actual):
+        return Comparison(False, False, f"{len(actual)} outputs where eager gave {len(expected)}")
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        problem = _compare_leaf(e, a, atol, rtol, result)
+        if problem and result.detail == "":
+            result.detail = f"output[{i}]: {problem}"
+    return result
+
+
+def _compare_leaf(e: Any, a: Any, atol: float, rtol: float, acc: Comparison) -> str | None:
+    if isinstance(e, torch.Tensor) or isinstance(a, torch.Tensor):
+        if not (isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor)):
+            acc.structure_ok = False
+            return f"type {type(a).__name__}, eager gave {type(e).__name__}"
+        if e.shape != a.shape or e.dtype != a.dtype:
+            acc.structure_ok = False
+            return f"shape/dtype {tuple(a.shape)}/{a.dtype}, eager {tuple(e.shape)}/{e.dtype}"
+        return _compare_numbers(e.detach().cpu(), a.detach().cpu(), atol, rtol, acc)
+    if isinstance(e, (int, float)) and isinstance(a, (int, float)) and not (
+            isinstance(e, bool) or isinstance(a, bool)):
+        return _compare_numbers(torch.tensor(float(e)), torch.tensor(float(a)), atol, rtol, acc)
+    if type(e) is not type(a):
+        acc.structure_ok = False
+        return f"type {type(a).__name__}, eager gave {type(e).__name__}"
+    if e != a:
+        acc.values_ok = False
+        return f"value {a!r} != eager {e!r}"
+    return None
+
+
+def _compare_numbers(e: torch.Tensor, a: torch.Tensor, atol: float, rtol: float,
+                     acc: Comparison) -> str | None:
+    if e.numel() == 0:
+        return None
+    if not (e.is_floating_point() or e.is_complex()):
+        if torch.equal(e, a):
+            return None
+        acc.values_ok = False
+        wrong = int((e != a).sum())
+        acc.max_abs_err = max(acc.max_abs_err, float((e.double() - a.double()).abs().max()))
+        return f"{wrong} of {e.numel()} integer values differ"
+    e64, a64 = e.double(), a.double()
+    both_nan = torch.isnan(e64) & torch.isnan(a64)
+    diff = torch.where(both_nan, torch.zeros_like(e64), (e64 - a64).abs())
+    diff = torch.nan_to_num(diff, nan=math.inf)
+    rel = diff / e64.abs().clamp_min(REL_FLOOR)
+    acc.max_abs_err = max(acc.max_abs_err, float(diff.max()))
+    acc.max_rel_err = max(acc.max_rel_err, float(rel.max()))
+    if torch.allclose(a64, e64, atol=atol, rtol=rtol, equal_nan=True):
+        return None
+    acc.values_ok = False
+    return (f"values differ: max abs err {float(diff.max()):.3g}, max rel err "
+            f"{float(rel.max()):.3g} (atol {atol:g}, rtol {rtol:g})")
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# -- other sizes for the dynamic stage --------------------------------------------------------
+
+@dataclass
+class SizePlan:
+    """Which symbols are dynamic, their ranges, and the input variants to try."""
+
+    ranges: dict[str, tuple[int, float]] = field(default_factory=dict)
+    variants: list[dict[str, int]] = field(default_factory=list)
+    reason: str = ""
+
+
+def plan_sizes(ep: torch.export.ExportedProgram, leaves: list[Any], count: int) -> SizePlan:
+    """Pick ``count`` assignments of the program's size symbols, inside their ranges."""
+    import sympy
+
+    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"
+                    and n.name in set(ep.graph_signature.user_inputs)]
+    tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+    metas = [n.meta.get("val") for n in placeholders]
+    metas = [m for m in metas if isinstance(m, torch.Tensor)]
+    if len(metas) != len(tensors):
+        return SizePlan(reason="cannot match program inputs to example tensors")
+    example: dict[sympy.Symbol, int] = {}
+    for meta, real in zip(metas, tensors):
+        for size, actual in zip(meta.shape, real.shape):
+            expr = size.node.expr if isinstance(size, torch.SymInt) else None
+            if isinstance(expr, sympy.Symbol):
+                example[expr] = int(actual)
+    if not example:
+        return SizePlan(reason="no dynamic dimensions in the exported program")
+    plan = SizePlan()
+    choices: dict[sympy.Symbol, list[int]] = {}
+    for sym, value in example.items():
+        vr = ep.range_constraints.get(sym)
+        lo = int(vr.lower) if vr is not None and vr.lower.is_finite else 0
+        hi = float(vr.upper) if vr is not None and vr.upper.is_finite else math.inf
+        plan.ranges[str(sym)] = (lo, hi)
+        choices[sym] = _other_sizes(value, lo, hi, count)
+    n = max(len(c) for c in choices.values())
+    if n == 0:
+        plan.reason = "the declared ranges admit only the example sizes"
+        return plan
+    for k in range(n):
+        plan.variants.append({str(s): (c[k] if k < len(c) else example[s]) for s, c in choices.items()})
+    return plan
+
+
+def _other_sizes(value: int, lo: int, hi: float, count: int) -> list[int]:
+    """Sizes other than ``value``: the smallest sensible one, then larger ones, within range."""
+    lo = max(lo, 1)       # size-0 tensors are a different question from dynamic batch
+    candidates = [lo, value + 1, 2 * value + 1, value - 1, lo + 1]
+    out: list[int] = []
+    for c in candidates:
+        if lo <= c <= hi and c != value and c not in out:
+            out.append(c)
+    return out[:count]
+
+
+def resize_leaves(ep: torch.export.ExportedProgram, leaves: list[Any],
+                  assignment: dict[str, int]) -> list[Any]:
+    """New input leaves whose symbolic dims take the assigned sizes (tiling real data)."""
+    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"
+                    and n.name in set(ep.graph_signature.user_inputs)]
+    metas = iter([m for m in (n.meta.get("val") for n in placeholders)
+                  if isinstance(m, torch.Tensor)])
+    out = []
+    for leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            out.append(leaf)
+            continue
+        meta = next(metas)
+        shape = []
+        for size, actual in zip(meta.shape, leaf.shape):
+            if isinstance(size, torch.SymInt):
+                expr = size.node.expr
+                subs = {s: assignment[str(s)] for s in expr.free_symbols if str(s) in assignment}
+                shape.append(int(expr.subs(subs)) if subs else int(actual))
+            else:
+                shape.append(int(actual))
+        out.append(tile_to(leaf, shape))
+    return out
+
+
+def tile_to(t: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """Repeat or cut ``t`` along each dim to reach ``shape``, keeping values valid
+    (token ids stay in the vocabulary, masks stay masks)."""
+    for dim, target in enumerate(shape):
+        current = t.shape[dim]
+        if target == current:
+            continue
+        if current == 0:
+            t = t.new_zeros(*t.shape[:dim], target, *t.shape[dim + 1:])
+            continue
+        reps = -(-target // current)
+        if reps > 1:
+            t = torch.cat([t] * reps, dim=dim)
+        t = t.narrow(dim, 0, target)
+    return t.contiguous()

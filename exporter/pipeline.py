@@ -1,0 +1,468 @@
+"""The export pipeline: small stage functions over one :class:`Record` per (entry, mode).
+
+``run_entry`` is the whole public surface: a plain function that takes an
+:class:`Entry` and returns plain records, one per mode.  Build and the eager
+reference are shared by the modes (they are the slow, mode-independent part);
+every mode then works on deep copies of the pristine model and inputs, so one
+mode's side effects (mutated buffers, mutated inputs) cannot leak into another.
+The first failing stage stops that mode; later stages stay ``not_reached``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import structlog
+import torch
+
+from exporter import draft, graphinfo, numerics
+from exporter.freshload import FreshLoader, LoadRequest, LoadResult, check_in_process
+from exporter.loader import Case, build_case
+from exporter.record import Record, new_record
+from exporter.spec import Entry, PipelineOptions
+from exporter.taxonomy import Failure, classify_exception
+
+log = structlog.get_logger("exportsweep.pipeline")
+
+
+class StageFailed(Exception):
+    """A stage found a failure that is not an exception (e.g. a numeric mismatch)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class StageSkipped(Exception):
+    """The stage does not apply to this entry (reason in the message)."""
+
+
+class EntryTimeout(BaseException):
+    """Raised by the in-process deadline; a BaseException so model code cannot swallow it."""
+
+
+@dataclass
+class Shared:
+    """What the modes of one entry share: the pristine case and the eager reference."""
+
+    entry: Entry
+    options: PipelineOptions
+    device: str
+    case: Case | None = None
+    eager_out: Any = None
+    failure: Failure | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    param_count: int | None = None
+    workdir: str = ""
+    loader: FreshLoader | None = None    # None: reload in this process (repro)
+
+    def fresh_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        assert self.case is not None
+        return copy.deepcopy(self.case.args), copy.deepcopy(self.case.kwargs)
+
+    def fresh_model(self) -> torch.nn.Module:
+        assert self.case is not None
+        return copy.deepcopy(self.case.model)
+
+
+@dataclass
+class ModeRun:
+    shared: Shared
+    record: Record
+    strict: bool
+    ep: Any = None                 # torch.export.ExportedProgram once exported
+    deadline: float | None = None  # time.monotonic() deadline, for child processes
+
+    def remaining(self) -> float:
+        return max(1.0, (self.deadline or time.monotonic() + 3600) - time.monotonic())
+
+
+def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
+              loader: FreshLoader | None = None, repro: Callable[[str], str] | None = None,
+              modes: tuple[str, ...] | None = None, logger: Any = None) -> list[Record]:
+    """Run the whole pipeline for every mode of ``entry``; never raises for model failures.
+
+    ``loader`` is the pristine process that reloads artifacts; pass one that lives as long
+    as the sweep (without it, one is started and closed for this entry when the options
+    ask for a fresh-process load).
+    """
+    if loader is None and options.load_in_fresh_process:
+        with FreshLoader() as own:
+            return run_entry(entry, options, loader=own, repro=repro, modes=modes, logger=logger)
+    logger = (logger or log).bind(entry=entry.name)
+    modes = modes or entry.modes
+    device = _device(entry)
+    records = [new_record(entry, m, device or "cuda") for m in modes]
+    started = time.time()
+    for r in records:
+        r.started_at = started
+        r.repro = repro(r.mode) if repro else None
+    if device is None:
+        for r in records:
+            r.skip("entry needs CUDA and none is available")
+            r.finished_at = time.time()
+        return records
+    shared = Shared(entry, options, device, loader=loader if options.load_in_fresh_process
+                    else None)
+    deadline = time.monotonic() + entry.timeout_s
+    with tempfile.TemporaryDirectory(prefix="exportsweep-") as workdir, \
+            _rss_sampler() as peak_rss, _deadline(entry.timeout_s) as armed:
+        shared.workdir = workdir
+        pending = list(records)
+        try:
+            _run_shared(shared, logger)
+            for record in records:
+                run = ModeRun(shared, record, strict=record.mode == "strict",
+                              deadline=deadline if armed else None)
+                _run_mode(run, logger.bind(mode=record.mode))
+                record.peak_rss_mb = peak_rss()
+                record.finished_at = time.time()
+                pending.remove(record)
+        except EntryTimeout:
+            elapsed = time.monotonic() - (deadline - entry.timeout_s)
+            for record in pending:
+                stage = _current_stage(record)
+                record.fail(Failure.make("TIMEOUT", stage, f"entry ran past its deadline of "
+                                         f"{entry.timeout_s:g} s ({elapsed:.1f} s elapsed)",
+                                         exception_type="TimeoutError"))
+                record.peak_rss_mb = peak_rss()
+                record.finished_at = time.time()
+    for record in records:
+        record.apply_expectation(entry.expectation(record.mode))
+        record.total_s = round(sum(record.seconds.values()), 4)
+    return records
+
+
+# -- shared stages ----------------------------------------------------------------------------
+
+def _run_shared(shared: Shared, logger: Any) -> None:
+    for name, stage in (("build", stage_build), ("eager", stage_eager)):
+        t0 = time.perf_counter()
+        try:
+            stage(shared)
+        except StageFailed as exc:
+            shared.failure = exc.failure
+        except Exception as exc:  # noqa: BLE001 - every model failure becomes a row
+            shared.failure = classify_exception(exc, name)
+        finally:
+            shared.seconds[name] = round(time.perf_counter() - t0, 4)
+        logger.debug("stage", stage=name, seconds=shared.seconds[name],
+                     failed=shared.failure is not None)
+        if shared.failure is not None:
+            return
+
+
+def stage_build(shared: Shared) -> None:
+    torch.manual_seed(shared.entry.seed)
+    case = build_case(shared.entry)
+    case.model.train(shared.entry.train)
+    if shared.device != "cpu":
+        case.model.to(shared.device)
+        case.args, case.kwargs = _to_device((case.args, case.kwargs), shared.device)
+    shared.case = case
+    shared.param_count = sum(p.numel() for p in case.model.parameters())
+
+
+def stage_eager(shared: Shared) -> None:
+    first = _run_eager(shared, *shared.fresh_inputs())
+    second = _run_eager(shared, *shared.fresh_inputs())
+    tol = shared.entry.tolerance
+    cmp = numerics.compare(first, second, tol.atol, tol.rtol)
+    if not cmp.ok:
+        raise StageFailed(Failure.make(
+            "EAGER_NONDETERMINISTIC", "eager",
+            f"two eager runs with seed {shared.entry.seed} disagree: {cmp.detail}"))
+    shared.eager_out = first
+
+
+def _run_eager(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    torch.manual_seed(shared.entry.seed)
+    with torch.no_grad():
+        return shared.fresh_model()(*args, **kwargs)
+
+
+# -- per-mode stages --------------------------------------------------------------------------
+
+def _run_mode(run: ModeRun, logger: Any) -> None:
+    record, shared = run.record, run.shared
+    record.param_count = shared.param_count
+    for name in ("build", "eager"):
+        if name in shared.seconds:
+            record.seconds[name] = shared.seconds[name]
+            record.passed(name)
+    if shared.failure is not None:
+        record.fail(shared.failure)
+        return
+    for name, stage in MODE_STAGES:
+        t0 = time.perf_counter()
+        record.stage_status[name] = "running"
+        try:
+            stage(run)
+            record.passed(name)
+        except StageSkipped as exc:
+            record.skipped(name)
+            logger.debug("stage skipped", stage=name, reason=str(exc))
+        except StageFailed as exc:
+            record.fail(exc.failure)
+        except Exception as exc:  # noqa: BLE001 - every model failure becomes a row
+            record.fail(classify_exception(exc, name))
+            if name == "export" and shared.options.draft_export:
+                draft.enrich(record, shared, run.strict)
+        finally:
+            record.seconds[name] = round(time.perf_counter() - t0, 4)
+        logger.debug("stage", stage=name, seconds=record.seconds[name],
+                     status=record.stage_status[name])
+        if record.failed_stage is not None:
+            break
+    for name, state in record.stage_status.items():
+        if state == "running":
+            record.stage_status[name] = "not_reached"
+
+
+def stage_export(run: ModeRun) -> None:
+    shared = run.shared
+    assert shared.case is not None
+    args, kwargs = shared.fresh_inputs()
+    run.ep = torch.export.export(shared.fresh_model(), args, kwargs,
+                                 dynamic_shapes=shared.case.dynamic_shapes, strict=run.strict)
+
+
+def stage_verify(run: ModeRun) -> None:
+    run.ep.validate()
+    graphinfo.describe(run.ep, run.record)
+
+
+def stage_numerics(run: ModeRun) -> None:
+    out = _run_program(run, run.ep, *run.shared.fresh_inputs())
+    cmp = _compare(run, out)
+    run.record.max_abs_err, run.record.max_rel_err = cmp.max_abs_err, cmp.max_rel_err
+    if not cmp.structure_ok:
+        raise StageFailed(Failure.make("OUTPUT_STRUCTURE_MISMATCH", "numerics", cmp.detail))
+    if not cmp.values_ok:
+        raise StageFailed(Failure.make("NUMERIC_MISMATCH", "numerics", cmp.detail))
+
+
+def stage_dynamic(run: ModeRun) -> None:
+    shared, record = run.shared, run.record
+    args, kwargs = shared.fresh_inputs()
+    leaves, in_spec = numerics.pytree.tree_flatten((args, kwargs))
+    plan = numerics.plan_sizes(run.ep, leaves, shared.options.dynamic_sizes)
+    record.dynamic_dims = [f"{s} in [{lo}, {'inf' if hi == float('inf') else int(hi)}]"
+                           for s, (lo, hi) in plan.ranges.items()]
+    if not plan.variants:
+        raise StageSkipped(plan.reason)
+    for sizes in plan.variants:
+        label = ",".join(f"{s}={v}" for s, v in sizes.items())
+        record.dynamic_sizes_tested.append(label)
+        new_args, new_kwargs = numerics.pytree.tree_unflatten(
+            numerics.resize_leaves(run.ep, leaves, sizes), in_spec)
+        try:
+            expected = _run_eager(shared, *copy.deepcopy((new_args, new_kwargs)))
+        except Exception as exc:  # noqa: BLE001
+            # The model itself cannot run at this size: the declared range is wrong.
+            failure = classify_exception(exc, "dynamic")
+            raise StageFailed(Failure.make(
+                "DYNAMIC_SHAPE_FAILURE", "dynamic", f"eager fails at {label}: {failure.message}",
+                exception_type=failure.exception_type, error_code=failure.error_code,
+                user_frame=failure.user_frame, traceback=failure.traceback)) from None
+        try:
+            actual = _run_program(run, run.ep, *copy.deepcopy((new_args, new_kwargs)))
+        except Exception as exc:  # noqa: BLE001
+            failure = classify_exception(exc, "dynamic")
+            raise StageFailed(Failure.make(
+                "DYNAMIC_SHAPE_FAILURE", "dynamic", f"at {label}: {failure.message}",
+                exception_type=failure.exception_type, error_code=failure.error_code,
+                user_frame=failure.user_frame, traceback=failure.traceback)) from None
+        tol = shared.entry.tolerance
+        cmp = numerics.compare(expected, actual, tol.atol, tol.rtol)
+        if not cmp.ok:
+            raise StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic",
+                                           f"at {label}: {cmp.detail}"))
+
+
+def stage_decompose(run: ModeRun) -> None:
+    decomposed = copy.deepcopy(run.ep).run_decompositions()
+    graphinfo.describe_decomposed(decomposed, run.record)
+    out = _run_program(run, decomposed, *run.shared.fresh_inputs())
+    cmp = _compare(run, out)
+    if not cmp.ok:
+        raise StageFailed(Failure.make("DECOMPOSITION_ERROR", "decompose",
+                                       f"decomposed program disagrees with eager: {cmp.detail}"))
+
+
+def stage_serialize(run: ModeRun) -> None:
+    path = os.path.join(run.shared.workdir, f"{run.record.mode}.pt2")
+    torch.export.save(run.ep, path)
+    _publish_artifact(run, path)
+    _check_fresh(run, LoadRequest("export", path, _data_file(run), *_tol(run),
+                                  device=run.shared.device))
+
+
+def stage_aoti(run: ModeRun) -> None:
+    if not run.shared.options.aoti:
+        raise StageSkipped("AOTInductor is opt-in (--aoti)")
+    path = os.path.join(run.shared.workdir, f"{run.record.mode}-aoti.pt2")
+    torch._inductor.aoti_compile_and_package(copy.deepcopy(run.ep), package_path=path)
+    _check_fresh(run, LoadRequest("aoti", path, _data_file(run), *_tol(run),
+                                  device=run.shared.device))
+
+
+MODE_STAGES: tuple[tuple[str, Callable[[ModeRun], None]], ...] = (
+    ("export", stage_export), ("verify", stage_verify), ("numerics", stage_numerics),
+    ("dynamic", stage_dynamic), ("decompose", stage_decompose), ("serialize", stage_serialize),
+    ("aoti", stage_aoti),
+)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _run_program(run: ModeRun, ep: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # ep.module() shares the program's buffers and mutates them: always run a copy.
+    torch.manual_seed(run.shared.entry.seed)
+    with torch.no_grad():
+        return copy.deepcopy(ep).module()(*args, **kwargs)
+
+
+def _compare(run: ModeRun, out: Any) -> numerics.Comparison:
+    tol = run.shared.entry.tolerance
+    return numerics.compare(run.shared.eager_out, out, tol.atol, tol.rtol)
+
+
+def _tol(run: ModeRun) -> tuple[float, float]:
+    tol = run.shared.entry.tolerance
+    return tol.atol, tol.rtol
+
+
+def _data_file(run: ModeRun) -> str:
+    """Inputs and expected outputs as weights-only-loadable leaves, for the fresh process."""
+    path = os.path.join(run.shared.workdir, "io.pt")
+    if not os.path.exists(path):
+        args, kwargs = run.shared.fresh_inputs()
+        inputs, _ = numerics.pytree.tree_flatten((args, kwargs))
+        expected, _ = numerics.flatten(run.shared.eager_out)
+        torch.save({"inputs": [_plain(x) for x in inputs],
+                    "expected": [_plain(x) for x in expected]}, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _check_fresh(run: ModeRun, request: LoadRequest) -> None:
+    loader = run.shared.loader
+    if loader is not None:
+        result_path = os.path.join(run.shared.workdir, f"{run.record.mode}-{request.kind}.json")
+        result = loader.check(request, run.remaining(), result_path)
+    else:
+        result = check_in_process(request)
+    if request.kind == "export":
+        run.record.seconds["serialize.load"] = round(result.load_s, 4)
+    _raise_if_failed(result)
+
+
+def _raise_if_failed(result: LoadResult) -> None:
+    if not result.ok and result.failure is not None:
+        raise StageFailed(Failure(**result.failure))
+
+
+def _publish_artifact(run: ModeRun, path: str) -> None:
+    import hashlib
+    import shutil
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    sha = digest.hexdigest()
+    run.record.artifact_sha256 = sha
+    run.record.artifact_bytes = os.path.getsize(path)
+    target_dir = run.shared.options.artifacts_dir
+    if target_dir:
+        target = os.path.join(target_dir, sha[:2], f"{sha}.pt2")
+        if not os.path.exists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(path, target + ".tmp")
+            os.replace(target + ".tmp", target)
+        run.record.artifact_path = os.path.abspath(target)
+
+
+def _device(entry: Entry) -> str | None:
+    if entry.device == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu" if entry.device == "any" else None
+
+
+def _to_device(value: Any, device: str) -> Any:
+    return numerics.pytree.tree_map(
+        lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, value)
+
+
+def _current_stage(record: Record) -> str:
+    for name, state in record.stage_status.items():
+        if state == "running":
+            return name
+    for name, state in record.stage_status.items():
+        if state == "not_reached":
+            return name
+    return "build"
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[bool]:
+    """SIGALRM deadline for in-process runs (main thread only; Ray workers use their own)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield False
+        return
+
+    def _expire(signum: int, frame: Any) -> None:
+        raise EntryTimeout()
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _rss_sampler(interval: float = 0.05) -> Iterator[Callable[[], float | None]]:
+    """Peak resident memory of this process while the entry runs, in MiB."""
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        try:
+            with open("/proc/self/statm") as f:
+                peak[0] = max(peak[0], int(f.read().split()[1]) * page)
+        except OSError:
+            pass
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            sample()
+
+    sample()
+    thread = threading.Thread(target=loop, name="exportsweep-rss", daemon=True)
+    thread.start()
+    try:
+        yield lambda: (sample(), round(peak[0] / 2**20, 1))[1] if peak[0] else None
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,173 @@
+"""The result table: one versioned Arrow schema, defined here and only here.
+
+One row per (run, entry, mode, attempt).  Columns are flat where dashboards
+filter or aggregate (DuckDB, pandas, Grafana), and maps / lists only for open
+ended facts (op histogram, stage states).  Bump ``SCHEMA_VERSION`` on any
+change that is not a pure addition of a nullable column.
+
+``python -m exporter.schema`` prints the column reference as Markdown.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from exporter.record import Record
+from exporter.taxonomy import STAGES
+
+SCHEMA_VERSION = 1
+_TS = pa.timestamp("us", tz="UTC")
+_STR_LIST = pa.list_(pa.string())
+
+# (name, type, description).  The order is the column order in every file.
+COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("schema_version", pa.int16(), "version of this schema; rows of one dataset may mix versions"),
+    ("run_id", pa.string(), "the sweep this row belongs to (also the hive partition)"),
+    ("entry", pa.string(), "manifest entry name, unique within a manifest"),
+    ("family", pa.string(), "manual | torchvision | timm | transformers"),
+    ("tags", _STR_LIST, "entry tags from the manifest (family tags included)"),
+    ("mode", pa.string(), "non-strict | strict, as written in manifests"),
+    ("device", pa.string(), "device the pipeline ran on: cpu | cuda"),
+    ("status", pa.string(), "PASS | FAIL | XFAIL | XPASS | ERROR (infrastructure) | SKIP"),
+    ("stage_reached", pa.string(), "furthest stage entered: the failing stage, or the last run"),
+    ("stage_ordinal", pa.int8(), "ordinal of stage_reached (build=1 ... aoti=9; 0 none)"),
+    ("failed_stage", pa.string(), "stage that failed; null when nothing failed"),
+    ("category", pa.string(), "taxonomy category (README, 'Failure taxonomy'); null on PASS"),
+    ("exception_type", pa.string(), "fully qualified class of the exception, when one was raised"),
+    ("error_code", pa.string(), "what torch says: UserErrorType, Dynamo gb_type, failing op, "
+                                "guard expression"),
+    ("message", pa.string(), "bounded error message, torch's draft_export advice stripped"),
+    ("signature", pa.string(), "12-hex hash of category + type + code + normalized message: "
+                               "equal for the same root cause across models"),
+    ("user_frame", pa.string(), "file:line of the model code that triggered the failure"),
+    ("repro", pa.string(), "command that reruns exactly this entry and mode in-process"),
+    ("expected", pa.string(), "the manifest's expectation for this mode, e.g. 'FAIL "
+                              "DATA_DEPENDENT_GUARD'"),
+    ("skip_reason", pa.string(), "why the row is SKIP"),
+    ("stage_status", pa.map_(pa.string(), pa.string()),
+     "stage -> passed | failed | skipped | not_reached"),
+    *((f"seconds_{s}", pa.float64(), f"wall seconds in the {s} stage") for s in STAGES),
+    ("seconds_load", pa.float64(), "part of seconds_serialize spent loading in the fresh process"),
+    ("total_s", pa.float64(), "sum of the stage seconds (build and eager are shared by modes)"),
+    ("peak_rss_mb", pa.float64(), "peak resident memory of the worker from entry start to the "
+                                  "end of this mode, MiB"),
+    ("param_count", pa.int64(), "number of model parameters"),
+    ("max_abs_err", pa.float64(), "worst |exported - eager| over all outputs (numerics stage)"),
+    ("max_rel_err", pa.float64(), "worst |exported - eager| / max(|eager|, 1e-8)"),
+    ("node_count", pa.int32(), "nodes in the exported graph"),
+    ("op_histogram", pa.map_(pa.string(), pa.int64()), "call_function target -> count"),
+    ("n_parameter_inputs", pa.int32(), "graph signature: PARAMETER inputs"),
+    ("n_buffer_inputs", pa.int32(), "graph signature: BUFFER inputs"),
+    ("n_constant_tensor_inputs", pa.int32(), "graph signature: CONSTANT_TENSOR inputs"),
+    ("n_token_inputs", pa.int32(), "graph signature: TOKEN inputs"),
+    ("n_user_inputs", pa.int32(), "graph signature: USER_INPUT inputs"),
+    ("n_user_outputs", pa.int32(), "graph signature: USER_OUTPUT outputs"),
+    ("n_buffer_mutations", pa.int32(), "graph signature: BUFFER_MUTATION outputs (after "
+                                       "decomposition, where torch materializes them)"),
+    ("n_user_input_mutations", pa.int32(), "graph signature: USER_INPUT_MUTATION outputs"),
+    ("dynamic_dims", _STR_LIST, "dynamic symbols and their ranges, e.g. 's77 in [1, 64]'"),
+    ("dynamic_sizes_tested", _STR_LIST, "size assignments the dynamic stage ran"),
+    ("decomposed_node_count", pa.int32(), "nodes after run_decompositions() to core ATen"),
+    ("non_core_ops", _STR_LIST, "ops left after decomposition that are not core ATen"),
+    ("artifact_path", pa.string(), "kept .pt2 (content-addressed; only with --keep-artifacts)"),
+    ("artifact_sha256", pa.string(), "sha256 of the saved .pt2"),
+    ("artifact_bytes", pa.int64(), "size of the saved .pt2"),
+    ("draft_failures", _STR_LIST, "draft_export failure types and details (--draft-export)"),
+    ("draft_report", pa.string(), "draft_export's report text, bounded"),
+    ("torch_version", pa.string(), "torch.__version__ in the worker"),
+    ("python_version", pa.string(), "Python version in the worker"),
+    ("exportsweep_version", pa.string(), "exportsweep version in the worker"),
+    ("hostname", pa.string(), "host the worker ran on"),
+    ("node_id", pa.string(), "cluster node id (Ray), null in-process"),
+    ("worker_id", pa.string(), "worker that ran the entry"),
+    ("attempt", pa.int16(), "1 for the first try; retries after worker faults count up"),
+    ("started_at", _TS, "UTC time the entry started"),
+    ("finished_at", _TS, "UTC time this mode finished"),
+)
+
+SCHEMA = pa.schema([pa.field(name, kind, metadata={"doc": doc}) for name, kind, doc in COLUMNS],
+                   metadata={"exportsweep.schema_version": str(SCHEMA_VERSION)})
+COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
+
+_INPUT_KINDS = {"n_parameter_inputs": "PARAMETER", "n_buffer_inputs": "BUFFER",
+                "n_constant_tensor_inputs": "CONSTANT_TENSOR", "n_token_inputs": "TOKEN",
+                "n_user_inputs": "USER_INPUT"}
+_OUTPUT_KINDS = {"n_user_outputs": "USER_OUTPUT", "n_buffer_mutations": "BUFFER_MUTATION",
+                 "n_user_input_mutations": "USER_INPUT_MUTATION"}
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """Where and when a record was produced: filled in by whoever runs the pipeline."""
+
+    run_id: str
+    worker_id: str = "local"
+    attempt: int = 1
+    node_id: str | None = None
+    hostname: str = field(default_factory=socket.gethostname)
+    torch_version: str = ""
+    python_version: str = field(default_factory=platform.python_version)
+    exportsweep_version: str = ""
+
+
+def row(record: Record, ctx: RowContext) -> dict[str, Any]:
+    """Flatten a record into a dict keyed exactly by ``COLUMN_NAMES``."""
+    has_graph = record.node_count is not None
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "entry": record.entry,
+        "family": record.family, "tags": list(record.tags), "mode": record.mode,
+        "device": record.device, "status": record.status, "stage_reached": record.stage_reached,
+        "stage_ordinal": record.stage_ordinal, "failed_stage": record.failed_stage,
+        "category": record.category, "exception_type": record.exception_type,
+        "error_code": record.error_code, "message": record.message,
+        "signature": record.signature, "user_frame": record.user_frame, "repro": record.repro,
+        "expected": record.expected, "skip_reason": record.skip_reason,
+        "stage_status": dict(record.stage_status),
+        "seconds_load": record.seconds.get("serialize.load"), "total_s": record.total_s,
+        "peak_rss_mb": record.peak_rss_mb, "param_count": record.param_count,
+        "max_abs_err": record.max_abs_err, "max_rel_err": record.max_rel_err,
+        "node_count": record.node_count, "op_histogram": dict(record.op_histogram),
+        "dynamic_dims": list(record.dynamic_dims),
+        "dynamic_sizes_tested": list(record.dynamic_sizes_tested),
+        "decomposed_node_count": record.decomposed_node_count,
+        "non_core_ops": list(record.non_core_ops), "artifact_path": record.artifact_path,
+        "artifact_sha256": record.artifact_sha256, "artifact_bytes": record.artifact_bytes,
+        "draft_failures": list(record.draft_failures), "draft_report": record.draft_report,
+        "torch_version": ctx.torch_version, "python_version": ctx.python_version,
+        "exportsweep_version": ctx.exportsweep_version, "hostname": ctx.hostname,
+        "node_id": ctx.node_id, "worker_id": ctx.worker_id, "attempt": ctx.attempt,
+        "started_at": _utc(record.started_at), "finished_at": _utc(record.finished_at),
+    }
+    for stage in STAGES:
+        out[f"seconds_{stage}"] = record.seconds.get(stage)
+    for col, kind in _INPUT_KINDS.items():
+        out[col] = record.graph_inputs.get(kind, 0) if has_graph else None
+    for col, kind in _OUTPUT_KINDS.items():
+        out[col] = record.graph_outputs.get(kind, 0) if has_graph else None
+    return out
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def markdown() -> str:
+    lines = [f"Schema version {SCHEMA_VERSION}.", "", "| column | type | meaning |",
+             "|---|---|---|"]
+    lines += [f"| `{name}` | `{kind}` | {doc} |" for name, kind, doc in COLUMNS]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown() + "\n")

@@ -1,0 +1,132 @@
+"""Turn a raw torch error into stable, comparable text: bounded messages, signatures, user frames.
+
+The same root cause in two models must produce the same signature, so the
+parts of a message that vary per model (numbers, shapes, sympy symbols such as
+``u0`` / ``s77``, addresses, paths, Dynamo's "from user code" trailer) are
+normalized away before hashing, and the draft_export advice torch appends to
+export errors is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import sysconfig
+import traceback
+from types import TracebackType
+from typing import Iterable
+
+MAX_MESSAGE_CHARS = 2000
+SIGNATURE_LINES = 3
+
+# torch.export appends this advice to many errors (torch/export/__init__.py); it says
+# nothing about the cause and would make every signature depend on torch's wording.
+_DRAFT_ADVICE = re.compile(
+    r"\s*The error above occurred when calling torch\.export\.export\..*", re.S)
+# Everything after these markers is a per-model stack or generic help text.
+_TRAILERS = (
+    "from user code:", "Set TORCHDYNAMO_VERBOSE", "Set TORCH_LOGS", "For more information",
+    "The following call raised this error", "Traceback (most recent call last)",
+    "For C++ stack trace", "Developer debug context", "For more details about this graph break",
+)
+_ADDR = re.compile(r"0x[0-9a-fA-F]+")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\w.\-~]*/)+[\w.\-]+")
+_SYMBOL = re.compile(r"\b(u|s|zuf|zf|q|c|ps|uf)\d+\b")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
+_SPACE = re.compile(r"\s+")
+
+
+def strip_advice(message: str) -> str:
+    return _DRAFT_ADVICE.sub("", message).strip()
+
+
+def bounded_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    message = strip_advice(message)
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def message_head(message: str, lines: int = SIGNATURE_LINES) -> str:
+    """The first few meaningful lines of a message, before any per-model trailer."""
+    message = strip_advice(message)
+    cut = len(message)
+    for marker in _TRAILERS:
+        at = message.find(marker)
+        if 0 <= at < cut:
+            cut = at
+    kept = [ln.strip() for ln in message[:cut].splitlines() if ln.strip()]
+    return "\n".join(kept[:lines])
+
+
+def normalize(text: str) -> str:
+    text = _ADDR.sub("0xADDR", text)
+    text = _PATH.sub("PATH", text)
+    text = _SYMBOL.sub(lambda m: m.group(1) + "N", text)
+    text = _NUMBER.sub("N", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def signature(category: str, exception_type: str, error_code: str | None, message: str) -> str:
+    """A 12-hex-digit hash identifying a root cause across models."""
+    parts = (category, exception_type, normalize(error_code or ""), normalize(message_head(message)))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
+
+
+# -- user frames -----------------------------------------------------------------------------
+
+def _library_roots() -> tuple[str, ...]:
+    """Directories whose frames are never 'the model's': stdlib, torch itself, exportsweep."""
+    roots = {sysconfig.get_paths()["stdlib"]}
+    for name in ("torch", "exporter", "orchestrator", "_pytest", "pluggy", "sympy", "ray",
+                 "typing_extensions", "functorch"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            roots.add(os.path.dirname(module.__file__))
+    return tuple(sorted(os.path.realpath(r) + os.sep for r in roots))
+
+
+def _is_model_frame(filename: str, roots: tuple[str, ...]) -> bool:
+    if filename.startswith("<"):
+        return False
+    real = os.path.realpath(filename)
+    return not real.startswith(roots)
+
+
+def display_path(filename: str) -> str:
+    """A short path: relative to cwd when inside it, from the package dir for site-packages."""
+    real = os.path.realpath(filename)
+    for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
+        at = real.rfind(marker)
+        if at >= 0:
+            return real[at + len(marker):]
+    cwd = os.getcwd() + os.sep
+    return real[len(cwd):] if real.startswith(cwd) else real
+
+
+def _tb_frames(tb: TracebackType | None) -> list[tuple[str, int]]:
+    return [(fs.filename, fs.lineno or 0) for fs in traceback.extract_tb(tb)] if tb else []
+
+
+def user_frame(chain: Iterable[BaseException]) -> str | None:
+    """file:line of the innermost model-code frame that led to the error, when torch shows one.
+
+    Dynamo errors carry the traced user stack in ``real_stack``; other errors have it in
+    their traceback (non-strict export runs the model's Python for real).
+    """
+    roots = _library_roots()
+    candidates: list[tuple[str, int]] = []
+    for exc in chain:
+        real_stack = getattr(exc, "real_stack", None)
+        if real_stack:
+            candidates = [(fs.filename, fs.lineno or 0) for fs in real_stack]
+            break
+    if not candidates:
+        for exc in chain:
+            frames = _tb_frames(exc.__traceback__)
+            if any(_is_model_frame(f, roots) for f, _ in frames):
+                candidates = frames      # the deepest cause whose stack reaches the model
+    for filename, lineno in reversed(candidates):
+        if _is_model_frame(filename, roots):
+            return f"{display_path(filename)}:{lineno}"
+    return None

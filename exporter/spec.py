@@ -1,0 +1,99 @@
+"""Typed configuration records: what a manifest entry and a sweep ask for.
+
+These are plain frozen dataclasses with no torch import, so that validating a
+manifest, printing it and shipping entries to workers stays cheap.  The YAML
+contract that produces them lives in :mod:`exporter.manifest`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+MODES: tuple[str, ...] = ("non-strict", "strict")
+DEVICES: tuple[str, ...] = ("cpu", "cuda", "any")
+DTYPES: tuple[str, ...] = (
+    "float32", "float64", "float16", "bfloat16",
+    "int64", "int32", "int16", "int8", "uint8", "bool",
+)
+INTEGER_DTYPES = frozenset({"int64", "int32", "int16", "int8", "uint8"})
+EXPECT_STATUSES: tuple[str, ...] = ("PASS", "FAIL")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One example tensor: random normal for floats, uniform in [low, high) for ints."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: int | None = None
+    high: int | None = None
+
+
+@dataclass(frozen=True)
+class DimSpec:
+    """A named dynamic dimension; ``auto`` lets torch.export decide."""
+
+    name: str | None = None
+    min: int | None = None
+    max: int | None = None
+    auto: bool = False
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float = 1e-4
+    rtol: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A known outcome for one mode: FAIL (optionally with category / stage) or PASS."""
+
+    status: str = "FAIL"
+    category: str | None = None
+    stage: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.status]
+        if self.category:
+            parts.append(self.category)
+        if self.stage:
+            parts.append(f"@{self.stage}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of the zoo, fully expanded (defaults, includes and families applied)."""
+
+    name: str
+    entrypoint: str
+    source: str                       # manifest file the entry (or its family) came from
+    base_dir: str                     # directory that relative entrypoint paths resolve against
+    family: str = "manual"            # manual | torchvision | timm | transformers
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[TensorSpec, ...] | str | None = None   # specs, or "module:attr" callable
+    dynamic_shapes: Mapping[int, Mapping[int, DimSpec]] | str | None = None  # or "auto"
+    modes: tuple[str, ...] = MODES
+    device: str = "cpu"
+    tolerance: Tolerance = Tolerance()
+    timeout_s: float = 300.0
+    tags: tuple[str, ...] = ()
+    expect: Mapping[str, Expectation] = field(default_factory=dict)   # mode -> expectation
+    train: bool = False
+    seed: int = 0
+
+    def expectation(self, mode: str) -> Expectation | None:
+        return self.expect.get(mode)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Sweep-wide switches that change what the pipeline does for every entry."""
+
+    draft_export: bool = False        # enrich export failures with draft_export's report
+    aoti: bool = False                # run the opt-in AOTInductor stage
+    artifacts_dir: str | None = None  # keep .pt2 files here, content-addressed
+    load_in_fresh_process: bool = True  # serialize stage reloads in a pristine process
+    dynamic_sizes: int = 2            # how many other sizes the dynamic stage tries

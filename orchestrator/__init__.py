@@ -1,0 +1,1 @@
+"""exportsweep's orchestrator: CLI, sweep executors, result sink and console output."""

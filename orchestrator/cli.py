@@ -1,0 +1,158 @@
+"""The ``exportsweep`` command line.
+
+Exit codes: 0 the command did its job (a sweep that completed, whatever the
+models did), 2 bad input (one line per mistake, no traceback), 3 exportsweep
+itself failed.  ``repro`` exits 1 when the reproduced row fails, like a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Sequence
+
+from exporter.errors import ExportsweepError, UsageError
+from exporter.spec import MODES, PipelineOptions
+
+EXIT_OK, EXIT_FAILED_ROW, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ExportsweepError as exc:
+        sys.stderr.write(f"exportsweep: {exc}\n" if "\n" not in str(exc) else
+                         "".join(f"exportsweep: {line}\n" for line in str(exc).splitlines()))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("exportsweep: interrupted\n")
+        return 130
+    except Exception:  # noqa: BLE001 - our own bug: say so, with the traceback
+        sys.stderr.write("exportsweep: internal error (please report):\n" + traceback.format_exc())
+        return EXIT_INTERNAL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exportsweep",
+        description="Sweep a PyTorch model zoo through torch.export and classify every failure.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a manifest and write the results as Parquet")
+    run.add_argument("manifest")
+    run.add_argument("--out", default="results", help="results folder (default: ./results)")
+    run.add_argument("--run-id", help="name of this run (default: UTC timestamp + random)")
+    run.add_argument("--only", action="append", default=[], metavar="GLOB",
+                     help="run only entries whose name matches (repeatable)")
+    _pipeline_args(run)
+    run.add_argument("--verbose", "-v", action="store_true", help="show debug logs on the console")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
+    validate.add_argument("manifest")
+    validate.set_defaults(func=cmd_validate)
+
+    repro = sub.add_parser("repro", help="rerun one entry and mode in-process, with tracebacks")
+    repro.add_argument("manifest")
+    repro.add_argument("entry")
+    repro.add_argument("--mode", choices=MODES, default=None,
+                       help="the mode to rerun (default: every mode of the entry)")
+    _pipeline_args(repro, modes=False)
+    repro.set_defaults(func=cmd_repro)
+    return parser
+
+
+def _pipeline_args(p: argparse.ArgumentParser, modes: bool = True) -> None:
+    if modes:
+        p.add_argument("--mode", dest="modes", action="append", choices=MODES,
+                       help="restrict every entry to this mode (repeatable)")
+    p.add_argument("--draft-export", action="store_true",
+                   help="on export failure, record what torch.export.draft_export reports")
+    p.add_argument("--aoti", action="store_true", help="also compile with AOTInductor (slow)")
+    p.add_argument("--keep-artifacts", metavar="DIR",
+                   help="keep the .pt2 files here, content-addressed by sha256")
+
+
+def _pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    return PipelineOptions(draft_export=args.draft_export, aoti=args.aoti,
+                           artifacts_dir=os.path.abspath(args.keep_artifacts)
+                           if args.keep_artifacts else None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from exporter.manifest import load_manifest
+    from orchestrator import logs
+    from orchestrator.sink import run_dir
+    from orchestrator.sweep import SweepConfig, new_run_id, run_sweep
+
+    manifest = load_manifest(args.manifest)
+    if args.only and not manifest.select(args.only):
+        raise UsageError(f"--only {' '.join(args.only)} matches no entry of {args.manifest}")
+    run_id = args.run_id or new_run_id()
+    if not _valid_run_id(run_id):
+        raise UsageError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    logs.configure(os.path.join(run_dir(args.out, run_id), "logs", "driver.jsonl"),
+                   verbose=args.verbose)
+    config = SweepConfig(out=args.out, run_id=run_id, pipeline=_pipeline_options(args),
+                         only=tuple(args.only), modes=tuple(args.modes) if args.modes else None)
+    run_sweep(manifest, config)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from exporter.manifest import entry_table, load_manifest
+
+    manifest = load_manifest(args.manifest)
+    rows = entry_table(manifest.entries)
+    columns = ["name", "family", "modes", "device", "inputs", "dynamic", "expect", "tags"]
+    widths = {c: min(48, max([len(c)] + [len(r[c]) for r in rows])) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(_fit(r[c], widths[c]) for c in columns).rstrip())
+    print(f"\n{len(rows)} entries from {len(manifest.files)} file(s): {args.manifest} is valid")
+    return EXIT_OK
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from exporter.manifest import load_manifest
+    from exporter.pipeline import run_entry
+    from orchestrator import logs
+    from orchestrator.sweep import repro_command
+
+    logs.configure(None, verbose=True)
+    manifest = load_manifest(args.manifest)
+    entry = manifest.get(args.entry)
+    if args.mode and args.mode not in entry.modes:
+        raise UsageError(f"entry {entry.name!r} does not run in mode {args.mode!r} "
+                         f"(its modes: {', '.join(entry.modes)})")
+    repro = repro_command(manifest.path)
+    records = run_entry(entry, _pipeline_options(args), modes=(args.mode,) if args.mode else None,
+                        repro=lambda mode: repro(entry.name, mode))
+    failed = False
+    for r in records:
+        print(f"\n== {r.entry} [{r.mode}] {r.status}"
+              + (f" {r.category} at {r.failed_stage}" if r.category else "")
+              + (f" (expected {r.expected})" if r.expected else ""))
+        print("   stages: " + " ".join(f"{k}={v}" for k, v in r.stage_status.items()))
+        if r.category:
+            print(f"   exception: {r.exception_type}\n   error code: {r.error_code}\n"
+                  f"   signature: {r.signature}\n   user frame: {r.user_frame}")
+            print(r.traceback or r.message or "")
+        failed = failed or r.status in ("FAIL", "ERROR")
+    return EXIT_FAILED_ROW if failed else EXIT_OK
+
+
+def _fit(text: str, width: int) -> str:
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+
+
+def _valid_run_id(run_id: str) -> bool:
+    return bool(run_id) and all(c.isalnum() or c in "._-" for c in run_id) and run_id[0] != "."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

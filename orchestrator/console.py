@@ -1,0 +1,80 @@
+"""What a person sees in the terminal: one line per finished entry, then a summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter, defaultdict
+from typing import Any, TextIO
+
+STATUS_ORDER = ("PASS", "XFAIL", "FAIL", "XPASS", "ERROR", "SKIP")
+PASSING = ("PASS", "XFAIL")
+
+
+def count_statuses(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(r["status"] for r in rows)
+    return {s: counts[s] for s in STATUS_ORDER if counts[s]}
+
+
+class Progress:
+    def __init__(self, total: int, stream: TextIO = sys.stdout) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream
+        self.started = time.monotonic()
+        self.counts: Counter[str] = Counter()
+
+    def entry_done(self, name: str, rows: list[dict[str, Any]]) -> None:
+        self.done += len(rows)
+        self.counts.update(r["status"] for r in rows)
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        modes = "  ".join(f"{r['mode']} {_status_text(r)}" for r in rows)
+        width = len(str(self.total))
+        self.stream.write(f"[{self.done:>{width}}/{self.total}] {name:<44} {modes}"
+                          f"  ({elapsed:.0f}s, eta {eta:.0f}s)\n")
+        self.stream.flush()
+
+
+def _status_text(r: dict[str, Any]) -> str:
+    if r["status"] in ("PASS", "SKIP"):
+        return f"{r['status']} {r['total_s'] or 0:.1f}s"
+    return f"{r['status']} {r['category'] or ''}@{r['failed_stage'] or '-'}"
+
+
+def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
+            stream: TextIO = sys.stdout) -> None:
+    w = stream.write
+    counts = count_statuses(rows)
+    w(f"\n{len(rows)} rows in {wall_s:.1f}s: " +
+      ", ".join(f"{n} {s}" for s, n in counts.items()) + "\n")
+    by_group: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in rows:
+        by_group[(r["family"], r["mode"])].append(r["status"])
+    if by_group:
+        w("\npass rate by family and mode (PASS+XFAIL / all)\n")
+        for (family, mode), statuses in sorted(by_group.items()):
+            ok = sum(s in PASSING for s in statuses)
+            w(f"  {family:<14} {mode:<11} {ok:>4}/{len(statuses):<4} {100 * ok / len(statuses):5.1f}%\n")
+    cats = Counter(r["category"] for r in rows if r["status"] in ("FAIL", "XFAIL", "ERROR")
+                   and r["category"])
+    if cats:
+        w("\ntop failure categories\n")
+        for cat, n in cats.most_common(8):
+            w(f"  {n:>4}  {cat}\n")
+    unexpected = [r for r in rows if r["status"] in ("FAIL", "XPASS", "ERROR")]
+    if unexpected:
+        w("\nneeds attention\n")
+        for r in unexpected[:15]:
+            lines = (r["message"] or r["expected"] or "").splitlines()
+            w(f"  {r['status']:<6} {r['entry']} [{r['mode']}] {r['category'] or ''}: "
+              f"{lines[0][:90] if lines else ''}\n")
+            if r["status"] != "XPASS":
+                w(f"         repro: {r['repro']}\n")
+    slow = sorted(rows, key=lambda r: r["total_s"] or 0, reverse=True)[:5]
+    if slow:
+        w("\nslowest\n")
+        for r in slow:
+            w(f"  {r['total_s'] or 0:7.1f}s  {r['entry']} [{r['mode']}]\n")
+    w(f"\nresults: {where}\n")
+    stream.flush()

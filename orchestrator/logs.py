@@ -1,0 +1,57 @@
+"""structlog configuration: JSON lines to a file for machines, a readable console for people.
+
+Every event carries what was bound where it happened (run, entry, mode,
+stage, worker), so a log line can be joined to its result row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+
+class _Tee:
+    """Render each event as JSON into the log file and, at INFO and above, on the console."""
+
+    def __init__(self, file: TextIO | None, console: TextIO | None, console_level: int) -> None:
+        self._file = file
+        self._console = console
+        self._console_level = console_level
+        self._json = structlog.processors.JSONRenderer(sort_keys=False)
+        self._pretty = structlog.dev.ConsoleRenderer(
+            colors=bool(console) and console.isatty(), pad_event_to=0)
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+        if self._file is not None:
+            self._file.write(self._json(logger, method, dict(event)) + "\n")
+            self._file.flush()
+        level = logging.getLevelName(event.get("level", "info").upper())
+        if self._console is not None and isinstance(level, int) and level >= self._console_level:
+            shown = {k: v for k, v in event.items() if k not in ("run", "timestamp")}
+            self._console.write(self._pretty(logger, method, shown) + "\n")
+        raise structlog.DropEvent
+
+
+def configure(log_file: str | None = None, *, console: TextIO | None = sys.stderr,
+              verbose: bool = False) -> None:
+    """Configure structlog for this process (driver or worker)."""
+    file = None
+    if log_file:
+        os.makedirs(os.path.dirname(log_file), exist_ok=True)
+        file = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - process-long
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _Tee(file, console, logging.DEBUG if verbose else logging.WARNING),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=structlog.PrintLoggerFactory(file=open(os.devnull, "w")),  # noqa: SIM115
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,158 @@
+"""An in-process sweep: every selected entry, one after another, rows streamed to Parquet.
+
+This is the reference executor (and what ``repro`` builds on); the Ray driver
+runs the same ``exporter.pipeline.run_entry`` inside actors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, TextIO
+
+import structlog
+
+import exporter
+from exporter.freshload import FreshLoader
+from exporter.manifest import Manifest
+from exporter.pipeline import run_entry
+from exporter.record import Record
+from exporter.schema import RowContext, row
+from exporter.spec import Entry, PipelineOptions
+from orchestrator import console
+from orchestrator.sink import ResultSink
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    out: str
+    run_id: str
+    pipeline: PipelineOptions = PipelineOptions()
+    only: tuple[str, ...] = ()
+    modes: tuple[str, ...] | None = None     # restrict every entry to these modes
+    command_line: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
+
+
+def repro_command(manifest_path: str) -> Callable[[str, str], str]:
+    def make(entry: str, mode: str) -> str:
+        return shlex.join(["exportsweep", "repro", manifest_path, entry, "--mode", mode])
+    return make
+
+
+def run_sweep(manifest: Manifest, config: SweepConfig, *, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Run the sweep, write rows and run.json; returns the run summary (also in run.json)."""
+    entries = manifest.select(list(config.only))
+    sink = ResultSink(config.out, config.run_id)
+    logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="local")
+    ctx = RowContext(run_id=config.run_id, torch_version=_torch_version(),
+                     exportsweep_version=exporter.__version__)
+    repro = repro_command(manifest.path)
+    started = time.time()
+    meta = run_metadata(manifest, config, entries, started)
+    sink.write_json("run.json", meta)
+    logger.info("sweep started", entries=len(entries), out=sink.dir)
+    progress = console.Progress(total=sum(len(_modes(e, config)) for e in entries), stream=out)
+    all_rows: list[dict[str, Any]] = []
+    with FreshLoader() as loader:
+        loader.start()
+        for entry in entries:
+            records = run_entry(entry, config.pipeline, loader=loader,
+                                repro=lambda mode, e=entry: repro(e.name, mode),
+                                modes=_modes(entry, config), logger=logger)
+            rows = [row(r, ctx) for r in records]
+            sink.write(rows)
+            all_rows.extend(rows)
+            for r in records:
+                _log_record(logger, r)
+            progress.entry_done(entry.name, rows)
+    finished = time.time()
+    meta.update(finished_at=_iso(finished), wall_s=round(finished - started, 2),
+                counts=console.count_statuses(all_rows), rows=len(all_rows),
+                files=sink.files_written)
+    sink.write_json("run.json", meta)
+    logger.info("sweep finished", wall_s=meta["wall_s"], counts=meta["counts"])
+    console.summary(all_rows, sink.dir, meta["wall_s"], stream=out)
+    return meta
+
+
+def _modes(entry: Entry, config: SweepConfig) -> tuple[str, ...]:
+    if config.modes is None:
+        return entry.modes
+    return tuple(m for m in entry.modes if m in config.modes)
+
+
+def _log_record(logger: Any, record: Record) -> None:
+    bound = logger.bind(entry=record.entry, mode=record.mode, stage=record.stage_reached)
+    if record.status in ("FAIL", "ERROR"):
+        bound.warning("entry failed", status=record.status, category=record.category,
+                      signature=record.signature, message=(record.message or "")[:300],
+                      traceback=record.traceback)
+    else:
+        bound.info("entry finished", status=record.status, total_s=record.total_s)
+
+
+def run_metadata(manifest: Manifest, config: SweepConfig, entries: tuple[Entry, ...],
+                 started: float) -> dict[str, Any]:
+    return {
+        "run_id": config.run_id,
+        "manifest": os.path.abspath(manifest.path),
+        "manifest_sha256": manifest_hash(manifest),
+        "manifest_files": [os.path.abspath(f) for f in manifest.files],
+        "command_line": list(config.command_line),
+        "selected_entries": len(entries),
+        "only": list(config.only),
+        "pipeline": {k: getattr(config.pipeline, k) for k in config.pipeline.__dataclass_fields__},
+        "versions": {"exportsweep": exporter.__version__, "torch": _torch_version(),
+                     "python": platform.python_version(), "git_commit": _git_commit()},
+        "executor": "in-process",
+        "resources": {"cpus": os.cpu_count(), "memory_gb": _memory_gb(),
+                      "hostname": platform.node()},
+        "started_at": _iso(started),
+        "finished_at": None,
+    }
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    digest = hashlib.sha256()
+    for path in manifest.files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _torch_version() -> str:
+    import torch
+    return torch.__version__
+
+
+def _git_commit() -> str | None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
