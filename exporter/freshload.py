@@ -50,8 +50,9 @@ class FreshLoader:
     process while costing a fork instead of ``import torch``.  Not thread-safe: one per worker.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log_path: str | None = None) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path = log_path      # where the zygote's and children's stderr goes
 
     def check(self, request: LoadRequest, timeout_s: float, result_path: str) -> LoadResult:
         proc = self._ensure_started()
@@ -94,9 +95,17 @@ class FreshLoader:
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "exporter.freshload"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, env=env, start_new_session=True)
+            stderr = None
+            if self._log_path:
+                os.makedirs(os.path.dirname(self._log_path), exist_ok=True)
+                stderr = open(self._log_path, "ab")  # noqa: SIM115 - handed to the child
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "exporter.freshload"], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
+            finally:
+                if stderr is not None:
+                    stderr.close()
         return self._proc
 
     def _read(self, proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any] | None:

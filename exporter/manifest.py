@@ -473,39 +473,40 @@ def _check_expect(scope: _Scope, value: Any, modes: tuple[str, ...]) -> dict[str
     if not isinstance(value, dict):
         scope.error("must be {status, category?, stage?} or a mapping mode -> that", "expect")
         return {}
-    if set(value) & set(MODES):
-        per_mode = value
-        _unknown_keys(scope, value, MODES, "expect")
-    else:
-        per_mode = {m: value for m in modes}
+    if not set(value) & set(MODES):       # one expectation for every mode of the entry
+        one = _check_expectation(scope, value, "expect")
+        return {m: one for m in modes} if one is not None else {}
+    _unknown_keys(scope, value, MODES, "expect")
     out: dict[str, Expectation] = {}
-    for mode, spec in per_mode.items():
-        if mode not in MODES:
-            continue
-        fld = "expect" if per_mode is not value else f"expect.{mode}"
-        if not isinstance(spec, dict):
-            scope.error("must be a mapping {status, category?, stage?}", fld)
-            continue
-        _unknown_keys(scope, spec, ("status", "category", "stage"), fld)
-        status = spec.get("status", "FAIL")
-        category, stage = spec.get("category"), spec.get("stage")
-        if status not in EXPECT_STATUSES:
-            scope.error(f"status must be one of {', '.join(EXPECT_STATUSES)}, got {status!r}",
-                        f"{fld}.status")
-            continue
-        if category is not None and category not in CATEGORY_NAMES:
-            hint = difflib.get_close_matches(str(category), CATEGORY_NAMES, n=1)
-            scope.error(f"unknown category {category!r}" + (
-                f" (did you mean {hint[0]}?)" if hint else ""), f"{fld}.category")
-            continue
-        if stage is not None and stage not in STAGES:
-            scope.error(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})", f"{fld}.stage")
-            continue
-        if status == "PASS" and (category or stage):
-            scope.error("an expected PASS takes no category or stage", fld)
-            continue
-        out[mode] = Expectation(status, category, stage)
+    for mode in MODES:
+        if mode in value:
+            one = _check_expectation(scope, value[mode], f"expect.{mode}")
+            if one is not None:
+                out[mode] = one
     return out
+
+
+def _check_expectation(scope: _Scope, spec: Any, fld: str) -> Expectation | None:
+    if not isinstance(spec, dict):
+        scope.error("must be a mapping {status, category?, stage?}", fld)
+        return None
+    _unknown_keys(scope, spec, ("status", "category", "stage"), fld)
+    status = spec.get("status", "FAIL")
+    category, stage = spec.get("category"), spec.get("stage")
+    if status not in EXPECT_STATUSES:
+        scope.error(f"status must be one of {', '.join(EXPECT_STATUSES)}, got {status!r}",
+                    f"{fld}.status")
+    elif category is not None and category not in CATEGORY_NAMES:
+        hint = difflib.get_close_matches(str(category), CATEGORY_NAMES, n=1)
+        scope.error(f"unknown category {category!r}" + (
+            f" (did you mean {hint[0]}?)" if hint else ""), f"{fld}.category")
+    elif stage is not None and stage not in STAGES:
+        scope.error(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})", f"{fld}.stage")
+    elif status == "PASS" and (category or stage):
+        scope.error("an expected PASS takes no category or stage", fld)
+    else:
+        return Expectation(status, category, stage)
+    return None
 
 
 def _check_unique(entries: list[Entry], errors: list[ManifestError]) -> None:

@@ -63,6 +63,7 @@ class Shared:
     param_count: int | None = None
     workdir: str = ""
     loader: FreshLoader | None = None    # None: reload in this process (repro)
+    running: str | None = None           # the shared stage in progress, for timeouts
 
     def fresh_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         assert self.case is not None
@@ -129,7 +130,8 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
         except EntryTimeout:
             elapsed = time.monotonic() - (deadline - entry.timeout_s)
             for record in pending:
-                stage = _current_stage(record)
+                stage = shared.running or _current_stage(record)
+                record.seconds.update(shared.seconds)
                 record.fail(Failure.make("TIMEOUT", stage, f"entry ran past its deadline of "
                                          f"{entry.timeout_s:g} s ({elapsed:.1f} s elapsed)",
                                          exception_type="TimeoutError"))
@@ -146,6 +148,7 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
 def _run_shared(shared: Shared, logger: Any) -> None:
     for name, stage in (("build", stage_build), ("eager", stage_eager)):
         t0 = time.perf_counter()
+        shared.running = name
         try:
             stage(shared)
         except StageFailed as exc:
@@ -154,6 +157,7 @@ def _run_shared(shared: Shared, logger: Any) -> None:
             shared.failure = classify_exception(exc, name)
         finally:
             shared.seconds[name] = round(time.perf_counter() - t0, 4)
+        shared.running = None       # not in finally: a timeout must still see the stage
         logger.debug("stage", stage=name, seconds=shared.seconds[name],
                      failed=shared.failure is not None)
         if shared.failure is not None:

@@ -322,7 +322,7 @@ def classify_exception(exc: BaseException, stage: str) -> Failure:
     chain = _Chain(exception_chain(exc))
     base_stage = stage.split(".")[0]
     category, code = None, None
-    if isinstance(exc, MemoryError) or chain.first("torch.OutOfMemoryError"):
+    if chain.first("builtins.MemoryError", "torch.OutOfMemoryError"):
         category = "OOM"
     else:
         for rule in RULES:

@@ -86,7 +86,7 @@ def _pipeline_options(args: argparse.Namespace) -> PipelineOptions:
 def cmd_run(args: argparse.Namespace) -> int:
     from exporter.manifest import load_manifest
     from orchestrator import logs
-    from orchestrator.sink import run_dir
+    from orchestrator.sink import log_path
     from orchestrator.sweep import SweepConfig, new_run_id, run_sweep
 
     manifest = load_manifest(args.manifest)
@@ -95,8 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = args.run_id or new_run_id()
     if not _valid_run_id(run_id):
         raise UsageError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
-    logs.configure(os.path.join(run_dir(args.out, run_id), "logs", "driver.jsonl"),
-                   verbose=args.verbose)
+    logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
     config = SweepConfig(out=args.out, run_id=run_id, pipeline=_pipeline_options(args),
                          only=tuple(args.only), modes=tuple(args.modes) if args.modes else None)
     run_sweep(manifest, config)

@@ -6,10 +6,12 @@ stage, worker), so a log line can be joined to its result row.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 import structlog
 
@@ -55,3 +57,41 @@ def configure(log_file: str | None = None, *, console: TextIO | None = sys.stder
         logger_factory=structlog.PrintLoggerFactory(file=open(os.devnull, "w")),  # noqa: SIM115
         cache_logger_on_first_use=False,
     )
+
+
+class _LineLogger(io.TextIOBase):
+    """A text stream that turns each written line into a debug log event."""
+
+    def __init__(self, logger: Any, stream: str) -> None:
+        self._logger = logger
+        self._stream = stream
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._logger.debug("captured output", stream=self._stream, line=line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial.strip():
+            self._logger.debug("captured output", stream=self._stream, line=self._partial)
+        self._partial = ""
+
+
+@contextlib.contextmanager
+def captured_output(logger: Any) -> Iterator[None]:
+    """Route what torch and the models print (Python-level stdout/stderr, and torch's logging,
+    whose handlers write to the current sys.stderr) into the log file, off the console."""
+    out, err = _LineLogger(logger, "stdout"), _LineLogger(logger, "stderr")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield
+    finally:
+        out.flush()
+        err.flush()

@@ -19,6 +19,12 @@ import pyarrow.parquet as pq
 from exporter.schema import SCHEMA, to_table
 
 
+# Metadata beside the rows starts with "_" so that dataset readers (pyarrow, DuckDB's
+# hive globbing) skip it, as they skip Hadoop's _SUCCESS: ds.dataset(DIR) must stay readable.
+RUN_META = "_run.json"
+LOG_DIR = "_logs"
+
+
 def run_dir(out: str, run_id: str) -> str:
     return os.path.join(out, f"run_id={run_id}")
 
@@ -56,6 +62,13 @@ class ResultSink:
         os.replace(tmp, final)
         _fsync(self.dir)
         return final
+
+    def log_path(self, name: str) -> str:
+        return os.path.join(self.dir, LOG_DIR, name)
+
+
+def log_path(out: str, run_id: str, name: str) -> str:
+    return os.path.join(run_dir(out, run_id), LOG_DIR, name)
 
 
 def read_dataset(out: str) -> ds.Dataset:

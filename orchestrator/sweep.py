@@ -27,8 +27,8 @@ from exporter.pipeline import run_entry
 from exporter.record import Record
 from exporter.schema import RowContext, row
 from exporter.spec import Entry, PipelineOptions
-from orchestrator import console
-from orchestrator.sink import ResultSink
+from orchestrator import console, logs
+from orchestrator.sink import RUN_META, ResultSink
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def repro_command(manifest_path: str) -> Callable[[str, str], str]:
 
 
 def run_sweep(manifest: Manifest, config: SweepConfig, *, out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Run the sweep, write rows and run.json; returns the run summary (also in run.json)."""
+    """Run the sweep, write rows and _run.json; returns the run summary (also in _run.json)."""
     entries = manifest.select(list(config.only))
     sink = ResultSink(config.out, config.run_id)
     logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="local")
@@ -61,16 +61,17 @@ def run_sweep(manifest: Manifest, config: SweepConfig, *, out: TextIO = sys.stdo
     repro = repro_command(manifest.path)
     started = time.time()
     meta = run_metadata(manifest, config, entries, started)
-    sink.write_json("run.json", meta)
+    sink.write_json(RUN_META, meta)
     logger.info("sweep started", entries=len(entries), out=sink.dir)
     progress = console.Progress(total=sum(len(_modes(e, config)) for e in entries), stream=out)
     all_rows: list[dict[str, Any]] = []
-    with FreshLoader() as loader:
+    with FreshLoader(log_path=sink.log_path("freshload.log")) as loader:
         loader.start()
         for entry in entries:
-            records = run_entry(entry, config.pipeline, loader=loader,
-                                repro=lambda mode, e=entry: repro(e.name, mode),
-                                modes=_modes(entry, config), logger=logger)
+            with logs.captured_output(logger.bind(entry=entry.name)):
+                records = run_entry(entry, config.pipeline, loader=loader,
+                                    repro=lambda mode, e=entry: repro(e.name, mode),
+                                    modes=_modes(entry, config), logger=logger)
             rows = [row(r, ctx) for r in records]
             sink.write(rows)
             all_rows.extend(rows)
@@ -81,7 +82,7 @@ def run_sweep(manifest: Manifest, config: SweepConfig, *, out: TextIO = sys.stdo
     meta.update(finished_at=_iso(finished), wall_s=round(finished - started, 2),
                 counts=console.count_statuses(all_rows), rows=len(all_rows),
                 files=sink.files_written)
-    sink.write_json("run.json", meta)
+    sink.write_json(RUN_META, meta)
     logger.info("sweep finished", wall_s=meta["wall_s"], counts=meta["counts"])
     console.summary(all_rows, sink.dir, meta["wall_s"], stream=out)
     return meta
@@ -96,7 +97,7 @@ def _modes(entry: Entry, config: SweepConfig) -> tuple[str, ...]:
 def _log_record(logger: Any, record: Record) -> None:
     bound = logger.bind(entry=record.entry, mode=record.mode, stage=record.stage_reached)
     if record.status in ("FAIL", "ERROR"):
-        bound.warning("entry failed", status=record.status, category=record.category,
+        bound.info("entry failed", status=record.status, category=record.category,
                       signature=record.signature, message=(record.message or "")[:300],
                       traceback=record.traceback)
     else:

@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine: `make sweep` and `make test`.
+# Both create .venv when missing and (re)install only when pyproject.toml or
+# constraints.txt changed, so they are quick when already set up.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.exportsweep-installed
+OUT    ?= results
+PYTEST_ARGS ?=
+
+.PHONY: setup sweep test test-all lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+## Run the smoke manifest (about 15 real models, both modes) and print where the results are.
+sweep: $(STAMP)
+	$(BIN)/exportsweep run manifests/smoke.yaml --out $(OUT)
+
+## The default test suite (slow tests skipped; see test-all).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Every test, the slow ones included.
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
+
+## Re-pin constraints.txt from the current environment.
+lock: $(STAMP)
+	{ head -n 2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^exportsweep'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

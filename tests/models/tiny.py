@@ -1,0 +1,103 @@
+"""Small models for exportsweep's own tests (the taxonomy's models are in manifests/models)."""
+
+import time
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.fc1 = nn.Linear(4, width)
+        self.fc2 = nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def make_mlp(width=8):
+    return MLP(width)
+
+
+def mlp_inputs():
+    return (torch.randn(2, 4),)
+
+
+def mlp_case_with_kwargs():
+    """A case dict passing the input by keyword, with a named Dim."""
+    batch = torch.export.Dim("batch", min=1, max=32)
+    return {"model": MLP(), "args": (), "kwargs": {"x": torch.randn(3, 4)},
+            "dynamic_shapes": {"x": {0: batch}}}
+
+
+class Counter(nn.Module):
+    """Increments a buffer on every call: state must not leak between runs or modes."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x):
+        self.count.add_(1)
+        return x * self.count
+
+
+def make_counter():
+    return Counter()
+
+
+class Sleeper(nn.Module):
+    def forward(self, x):
+        time.sleep(30)
+        return x
+
+
+def make_sleeper():
+    return Sleeper()
+
+
+class Guard(nn.Module):
+    """Data-dependent branch: `if x.sum() > 0`."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return x + 1
+        return x - 1
+
+
+class ItemGuard(nn.Module):
+    """The same root cause in another model and file position: a branch on a tensor value."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3, 3)
+
+    def forward(self, x):
+        y = self.proj(x)
+        if y.sum() > 0:
+            return y * 2
+        return y
+
+
+def make_guard():
+    return Guard()
+
+
+def make_item_guard():
+    return ItemGuard()
+
+
+class Specialize(nn.Module):
+    """Reshapes with a constant batch, so a dynamic batch dim is a constraint violation."""
+
+    def forward(self, x):
+        return x.reshape(4, -1)
+
+
+def make_specialize():
+    return Specialize()
+
+
+def not_a_model():
+    return 42

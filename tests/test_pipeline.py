@@ -1,0 +1,177 @@
+"""The pipeline end to end on real models: stages, state isolation, outputs, reloads, deadlines."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import torch
+
+from exporter.manifest import load_manifest
+from exporter.pipeline import run_entry
+from exporter.spec import PipelineOptions
+from exporter.taxonomy import STAGES
+
+from conftest import MANIFESTS
+
+PATHO = load_manifest(MANIFESTS / "pathological.yaml")
+
+
+def _one(write_manifest, body: str):
+    return load_manifest(write_manifest("version: 1\nentries:\n" + body)).entries[0]
+
+
+def test_passing_entry_runs_every_stage_and_records_facts(write_manifest, fresh_loader):
+    entry = _one(write_manifest, """
+  - name: mlp
+    entrypoint: models/tiny.py:make_mlp
+    inputs: [{shape: [2, 4]}]
+    dynamic_shapes: {0: {0: {name: batch, min: 1, max: 16}}}
+""")
+    records = run_entry(entry, loader=fresh_loader)
+    assert [r.mode for r in records] == ["non-strict", "strict"]
+    for r in records:
+        assert r.status == "PASS", r.message
+        assert r.stage_status == {**dict.fromkeys(STAGES, "passed"), "aoti": "skipped"}
+        assert r.stage_reached == "serialize" and r.failed_stage is None
+        assert r.max_abs_err is not None and r.max_abs_err < 1e-5
+        assert r.node_count and r.op_histogram.get("aten.linear.default") == 2
+        assert r.graph_inputs == {"PARAMETER": 4, "USER_INPUT": 1}
+        assert r.dynamic_dims and "[1, 16]" in r.dynamic_dims[0]
+        assert len(r.dynamic_sizes_tested) == 2
+        assert r.decomposed_node_count and r.non_core_ops == []
+        assert r.artifact_bytes and len(r.artifact_sha256) == 64 and r.artifact_path is None
+        assert r.param_count == 4 * 8 + 8 + 8 * 3 + 3
+        assert set(r.seconds) >= {"build", "eager", "export", "serialize", "serialize.load"}
+        assert r.peak_rss_mb and r.peak_rss_mb > 50
+
+
+def test_buffer_mutation_does_not_leak_between_runs_or_modes(write_manifest, fresh_loader):
+    # The counter doubles its output on a second call: any run that shared state with
+    # another (eager twice, ep.module() mutating buffers, reload, the other mode) would
+    # differ from eager's first call.
+    entry = _one(write_manifest, """
+  - name: counter
+    entrypoint: models/tiny.py:make_counter
+    inputs: [{shape: [3]}]
+""")
+    records = run_entry(entry, loader=fresh_loader)
+    for r in records:
+        assert r.status == "PASS", (r.mode, r.category, r.message)
+        assert r.graph_outputs.get("BUFFER_MUTATION") == 1
+
+
+@pytest.mark.parametrize("name", ["patho/control_input_mutation", "patho/control_dict_output",
+                                  "patho/control_tuple_output", "patho/control_scalar_output",
+                                  "patho/control_buffer_mutation"])
+def test_outputs_and_mutations_that_must_pass(name, fresh_loader):
+    for r in run_entry(PATHO.get(name), loader=fresh_loader):
+        assert r.status == "PASS", (r.mode, r.category, r.message)
+
+
+def test_input_mutation_is_visible_in_the_signature(fresh_loader):
+    r = run_entry(PATHO.get("patho/control_input_mutation"), loader=fresh_loader)[0]
+    assert r.graph_outputs.get("USER_INPUT_MUTATION") == 1
+
+
+def test_reload_happens_in_a_fresh_process(fresh_loader):
+    # The custom op is registered when the model file is imported: this process has it,
+    # a fresh one does not.  In-process reload passes; the real check must not.
+    entry = PATHO.get("patho/deserialize_error_custom_op")
+    fresh = run_entry(entry, loader=fresh_loader, modes=("non-strict",))[0]
+    assert fresh.category == "DESERIALIZE_ERROR" and fresh.failed_stage == "serialize"
+    assert "exportsweep_patho" in (fresh.message or "") + (fresh.error_code or "")
+    here = run_entry(entry, PipelineOptions(load_in_fresh_process=False),
+                     modes=("non-strict",))[0]
+    assert here.status == "XPASS" and here.stage_status["serialize"] == "passed"
+
+
+def test_hidden_load_error_is_dug_out(fresh_loader):
+    r = run_entry(PATHO.get("patho/deserialize_error_string"), loader=fresh_loader,
+                  modes=("non-strict",))[0]
+    assert r.category == "DESERIALIZE_ERROR"
+    # torch.export.load only says "check the warnings above"; the row names the real error.
+    assert r.exception_type and "SerializeError" in r.exception_type, r.exception_type
+
+
+def test_shared_build_failure_fails_every_mode(fresh_loader):
+    records = run_entry(PATHO.get("patho/model_build_error"), loader=fresh_loader)
+    assert [(r.category, r.failed_stage) for r in records] == [("MODEL_BUILD_ERROR", "build")] * 2
+    assert all(r.stage_status["eager"] == "not_reached" for r in records)
+
+
+def test_case_dict_with_keyword_inputs(write_manifest, fresh_loader):
+    entry = _one(write_manifest, """
+  - name: kw
+    entrypoint: models/tiny.py:mlp_case_with_kwargs
+""")
+    for r in run_entry(entry, loader=fresh_loader):
+        assert r.status == "PASS", (r.mode, r.message)
+        assert r.dynamic_dims and "[1, 32]" in r.dynamic_dims[0]
+
+
+def test_entrypoint_returning_garbage_is_a_build_error(write_manifest, fresh_loader):
+    entry = _one(write_manifest, """
+  - name: garbage
+    entrypoint: models/tiny.py:not_a_model
+    modes: [strict]
+""")
+    (r,) = run_entry(entry, loader=fresh_loader)
+    assert r.category == "MODEL_BUILD_ERROR" and "nn.Module" in (r.message or "")
+
+
+def test_deadline_turns_a_hang_into_a_timeout_row(write_manifest, fresh_loader):
+    entry = _one(write_manifest, """
+  - name: sleeper
+    entrypoint: models/tiny.py:make_sleeper
+    inputs: [{shape: [2]}]
+    timeout_s: 1.5
+""")
+    records = run_entry(entry, loader=fresh_loader)
+    for r in records:
+        assert r.status == "ERROR" and r.category == "TIMEOUT"
+        assert r.failed_stage == "eager" and "1.5 s" in (r.message or "")
+
+
+def test_cuda_entry_without_cuda_is_skipped(write_manifest, fresh_loader):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    entry = _one(write_manifest, """
+  - name: gpu-only
+    entrypoint: models/tiny.py:make_mlp
+    inputs: [{shape: [2, 4]}]
+    device: cuda
+""")
+    for r in run_entry(entry, loader=fresh_loader):
+        assert r.status == "SKIP" and "CUDA" in (r.skip_reason or "")
+
+
+def test_kept_artifacts_are_content_addressed(write_manifest, fresh_loader, tmp_path):
+    entry = _one(write_manifest, """
+  - name: mlp
+    entrypoint: models/tiny.py:make_mlp
+    inputs: [{shape: [2, 4]}]
+    modes: [non-strict]
+""")
+    store = tmp_path / "artifacts"
+    (r,) = run_entry(entry, PipelineOptions(artifacts_dir=str(store)), loader=fresh_loader)
+    assert r.artifact_path and os.path.isfile(r.artifact_path)
+    data = open(r.artifact_path, "rb").read()
+    assert hashlib.sha256(data).hexdigest() == r.artifact_sha256 == os.path.basename(
+        r.artifact_path)[:-4]
+    assert len(data) == r.artifact_bytes
+    assert torch.export.load(r.artifact_path).module()(torch.ones(2, 4)).shape == (2, 3)
+
+
+def test_draft_export_enriches_export_failures(write_manifest, fresh_loader):
+    entry = _one(write_manifest, """
+  - name: guard
+    entrypoint: models/tiny.py:make_guard
+    inputs: [{shape: [2, 3]}]
+    modes: [non-strict]
+""")
+    (r,) = run_entry(entry, PipelineOptions(draft_export=True), loader=fresh_loader)
+    assert r.status == "FAIL" and r.category == "DATA_DEPENDENT_GUARD"   # never a pass
+    assert any(f.startswith("DATA_DEPENDENT_ERROR") for f in r.draft_failures), r.draft_failures
+    assert r.draft_report

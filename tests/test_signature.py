@@ -1,0 +1,60 @@
+"""Signatures: the same root cause in different models matches, different causes do not."""
+
+from __future__ import annotations
+
+from exporter import signature as sig
+from exporter.manifest import load_manifest
+from exporter.pipeline import run_entry
+
+
+def test_normalization_removes_what_varies_per_model():
+    a = ("Could not guard on data-dependent expression 4*u1 > 4000 (unhinted: 4*u1 > 4000). "
+         "object at 0x7f3a2b1c and /home/a/model.py:12")
+    b = ("Could not guard on data-dependent expression 4*u7 > 2000 (unhinted: 4*u7 > 2000). "
+         "object at 0x55aa00 and /srv/other/net.py:99")
+    assert sig.normalize(a) == sig.normalize(b)
+    assert "uN" in sig.normalize(a) and "0xADDR" in sig.normalize(a) and "PATH" in sig.normalize(a)
+    # identifiers keep their digits: conv1 and conv2 are different layers, not numbers
+    assert sig.normalize("layer conv1 of float32") == "layer conv1 of float32"
+
+
+def test_draft_export_advice_and_user_stack_do_not_reach_the_signature():
+    base = "Constraints violated (batch)! specialized it to be a constant (4)"
+    noisy = (base + "\n\nfrom user code:\n   File \"/x/y.py\", line 3, in forward\n"
+             "\nThe error above occurred when calling torch.export.export. If you would like to "
+             "view some more information about this error, and get a list of all other errors "
+             "that may occur in your export call, you can replace your `export()` call with "
+             "`draft_export()`.")
+    assert sig.strip_advice(noisy).endswith("in forward")
+    assert sig.signature("C", "T", None, base) == sig.signature("C", "T", None, noisy)
+    assert sig.signature("C", "T", None, base) != sig.signature("C", "T", "other", base)
+    assert len(sig.signature("C", "T", None, base)) == 12
+
+
+def test_bounded_message():
+    assert len(sig.bounded_message("x" * 10_000)) == sig.MAX_MESSAGE_CHARS
+
+
+def test_two_models_with_one_root_cause_share_a_signature(write_manifest, fresh_loader):
+    manifest = load_manifest(write_manifest("""
+        version: 1
+        defaults: {modes: [non-strict, strict]}
+        entries:
+          - {name: guard, entrypoint: "models/tiny.py:make_guard", inputs: [{shape: [2, 3]}]}
+          - {name: item_guard, entrypoint: "models/tiny.py:make_item_guard",
+             inputs: [{shape: [4, 3]}]}
+          - name: specialize
+            entrypoint: models/tiny.py:make_specialize
+            inputs: [{shape: [4, 3]}]
+            dynamic_shapes: {0: {0: {name: batch, min: 2, max: 32}}}
+    """))
+    rows = {(r.entry, r.mode): r for e in manifest.entries for r in run_entry(e, loader=fresh_loader)}
+    for mode in ("non-strict", "strict"):
+        guard, item, spec = (rows[(n, mode)] for n in ("guard", "item_guard", "specialize"))
+        assert guard.category == item.category == "DATA_DEPENDENT_GUARD"
+        assert guard.user_frame != item.user_frame           # different models, same cause
+        assert guard.signature == item.signature, (guard.message, item.message)
+        assert spec.category == "CONSTRAINT_VIOLATION"
+        assert spec.signature != guard.signature
+    # the same model failing differently in two modes gets two signatures
+    assert rows[("guard", "strict")].signature != rows[("guard", "non-strict")].signature

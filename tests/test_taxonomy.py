@@ -1,0 +1,110 @@
+"""Every purpose-built model gets its expected category, strict and non-strict, with real torch.export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from exporter.manifest import load_manifest
+from exporter.pipeline import run_entry
+from exporter.record import Record
+from exporter.spec import PipelineOptions
+from exporter.taxonomy import CATEGORIES, CATEGORY_NAMES, STAGES, Failure, classify_exception
+
+from conftest import MANIFESTS
+
+PATHOLOGICAL = load_manifest(MANIFESTS / "pathological.yaml")
+
+# Categories a model can provoke, and the modes in which each must be demonstrated.
+MODEL_CATEGORIES = {
+    "MODEL_BUILD_ERROR": 2, "EAGER_ERROR": 2, "EAGER_NONDETERMINISTIC": 2, "INVALID_INPUT": 2,
+    "CONSTRAINT_VIOLATION": 2, "DATA_DEPENDENT_GUARD": 2, "DATA_DEPENDENT_OP": 2,
+    "GRAPH_BREAK": 1, "MISSING_FAKE_KERNEL": 2, "UNSUPPORTED_TYPE": 2, "USER_CHECK_FAILED": 2,
+    "EXPORT_ERROR": 1, "SPEC_VIOLATION": 1, "NUMERIC_MISMATCH": 2, "OUTPUT_STRUCTURE_MISMATCH": 1,
+    "DYNAMIC_SHAPE_FAILURE": 2, "DECOMPOSITION_ERROR": 2, "SERIALIZE_ERROR": 2,
+    "DESERIALIZE_ERROR": 2, "ROUNDTRIP_MISMATCH": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def pathological_rows(fresh_loader: Any) -> dict[tuple[str, str], Record]:
+    rows = {}
+    for entry in PATHOLOGICAL.entries:
+        for record in run_entry(entry, PipelineOptions(), loader=fresh_loader):
+            rows[(record.entry, record.mode)] = record
+    return rows
+
+
+@pytest.mark.parametrize("entry", PATHOLOGICAL.entries, ids=[e.name for e in PATHOLOGICAL.entries])
+def test_pathological_model_meets_its_expectation(entry, pathological_rows):
+    for mode in entry.modes:
+        record = pathological_rows[(entry.name, mode)]
+        expect = entry.expectation(mode)
+        assert expect is not None, f"{entry.name} [{mode}] has no expectation"
+        wanted = "PASS" if expect.status == "PASS" else "XFAIL"
+        assert record.status == wanted, (
+            f"{entry.name} [{mode}]: expected {expect.describe()}, got {record.status} "
+            f"{record.category} at {record.failed_stage}: {record.message}")
+        if record.status == "XFAIL":
+            assert record.signature and record.exception_type is not None or \
+                record.category in ("NUMERIC_MISMATCH", "OUTPUT_STRUCTURE_MISMATCH",
+                                    "ROUNDTRIP_MISMATCH", "EAGER_NONDETERMINISTIC",
+                                    "DYNAMIC_SHAPE_FAILURE", "DECOMPOSITION_ERROR")
+            later = STAGES[STAGES.index(record.failed_stage) + 1:]
+            assert all(record.stage_status[s] == "not_reached" for s in later)
+
+
+@pytest.mark.parametrize("category", sorted(MODEL_CATEGORIES))
+def test_every_model_category_is_demonstrated(category, pathological_rows):
+    modes = {mode for (_, mode), r in pathological_rows.items()
+             if r.status == "XFAIL" and r.category == category}
+    assert len(modes) >= MODEL_CATEGORIES[category], f"{category} seen in modes {modes}"
+
+
+def test_failures_carry_user_frames_into_the_model_file(pathological_rows):
+    for key in [("patho/data_dependent_guard", "non-strict"),
+                ("patho/data_dependent_guard", "strict"),
+                ("patho/eager_error", "non-strict")]:
+        frame = pathological_rows[key].user_frame
+        assert frame is not None and frame.startswith("manifests/models/pathological.py:"), key
+
+
+def test_error_codes_come_from_torch(pathological_rows):
+    strict_guard = pathological_rows[("patho/graph_break", "strict")]
+    assert strict_guard.error_code       # Dynamo's gb_type
+    guard = pathological_rows[("patho/data_dependent_guard", "non-strict")]
+    assert "u0" in (guard.error_code or "")         # the guard expression
+    invalid = pathological_rows[("patho/invalid_input_rank", "non-strict")]
+    assert invalid.error_code == "UserErrorType.INVALID_INPUT"
+
+
+def test_messages_drop_the_draft_export_advice(pathological_rows):
+    for record in pathological_rows.values():
+        assert "draft_export" not in (record.message or ""), record.entry
+
+
+def test_category_table_is_complete_and_documented():
+    assert len(set(CATEGORY_NAMES)) == len(CATEGORY_NAMES)
+    for c in CATEGORIES:
+        assert c.name.isupper() and c.meaning
+        assert c.stage is None or c.stage in STAGES
+    for required in ("TIMEOUT", "WORKER_CRASH", "OOM", "INFRA_ERROR", *MODEL_CATEGORIES):
+        assert required in CATEGORY_NAMES
+
+
+def test_classification_reads_the_exception_chain():
+    # A wrapper exception whose cause is a MemoryError is still an OOM; an unknown error
+    # in a stage falls back to that stage's category, never to an exception.
+    try:
+        try:
+            raise MemoryError("no more")
+        except MemoryError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as exc:
+        assert classify_exception(exc, "export").category == "OOM"
+    assert classify_exception(RuntimeError("wrapped"), "export").category == "EXPORT_ERROR"
+    assert classify_exception(MemoryError("x"), "eager").category == "OOM"
+    failure = classify_exception(ValueError("bad"), "serialize.load")
+    assert isinstance(failure, Failure) and failure.category == "DESERIALIZE_ERROR"
+    assert failure.stage == "serialize" and failure.exception_type == "ValueError"
