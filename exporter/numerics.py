@@ -123,8 +123,65 @@ class SizePlan:
     reason: str = ""
 
 
-def plan_sizes(ep: torch.export.ExportedProgram, leaves: list[Any], count: int) -> SizePlan:
-    """Pick ``count`` assignments of the program's size symbols, inside their ranges."""
+Declared = dict[int, dict[int, tuple[str, int, float]]]   # id(tensor) -> dim -> (name, lo, hi)
+
+
+def declared_ranges(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    dynamic_shapes: Any) -> Declared:
+    """The dims the case *asked* to be dynamic, with their ranges, keyed by input tensor.
+
+    Named Dims and range-carrying hints (``Dim.AUTO(min=2, max=64)``) count; a bare
+    ``Dim.AUTO`` means "torch decides" and promises nothing.
+    """
+    if dynamic_shapes is None:
+        return {}
+    import inspect
+    try:
+        bound = inspect.signature(model.forward).bind(*args, **kwargs)
+    except TypeError:
+        return {}
+    values = list(bound.arguments.items())
+    out: Declared = {}
+    for i, (name, value) in enumerate(values):
+        if isinstance(dynamic_shapes, dict):
+            spec = dynamic_shapes.get(name)
+        elif isinstance(dynamic_shapes, (tuple, list)) and i < len(dynamic_shapes):
+            spec = dynamic_shapes[i]
+        else:
+            spec = None
+        _walk_declared(value, spec, out)
+    return out
+
+
+def _walk_declared(value: Any, spec: Any, out: Declared) -> None:
+    if spec is None:
+        return
+    if isinstance(value, torch.Tensor):
+        dims = spec.items() if isinstance(spec, dict) else enumerate(spec) \
+            if isinstance(spec, (tuple, list)) else ()
+        for d, dim in dims:
+            lo, hi = getattr(dim, "min", None), getattr(dim, "max", None)
+            name = getattr(dim, "__name__", None)
+            if name is None and lo is None and hi is None:
+                continue
+            hi_f = math.inf if hi is None or hi >= 2**62 else float(hi)
+            out.setdefault(id(value), {})[int(d)] = (name or f"dim{d}", int(lo or 0), hi_f)
+    elif isinstance(value, (tuple, list)) and isinstance(spec, (tuple, list)):
+        for v, s in zip(value, spec):
+            _walk_declared(v, s, out)
+    elif isinstance(value, dict) and isinstance(spec, dict):
+        for k, v in value.items():
+            _walk_declared(v, spec.get(k), out)
+
+
+def plan_sizes(ep: torch.export.ExportedProgram, leaves: list[Any], count: int,
+               declared: Declared | None = None) -> SizePlan:
+    """Pick ``count`` assignments of the program's size symbols, inside their ranges.
+
+    A dim the case declared dynamic (with a range) but that the program made static is
+    planned too, under its declared name: running the program at another size inside the
+    declared range is exactly what a user of that range will do.
+    """
     import sympy
 
     placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"
@@ -134,28 +191,31 @@ def plan_sizes(ep: torch.export.ExportedProgram, leaves: list[Any], count: int) 
     metas = [m for m in metas if isinstance(m, torch.Tensor)]
     if len(metas) != len(tensors):
         return SizePlan(reason="cannot match program inputs to example tensors")
-    example: dict[sympy.Symbol, int] = {}
+    example: dict[str, int] = {}
+    ranges: dict[str, tuple[int, float]] = {}
     for meta, real in zip(metas, tensors):
-        for size, actual in zip(meta.shape, real.shape):
+        asked = (declared or {}).get(id(real), {})
+        for d, (size, actual) in enumerate(zip(meta.shape, real.shape)):
             expr = size.node.expr if isinstance(size, torch.SymInt) else None
             if isinstance(expr, sympy.Symbol):
-                example[expr] = int(actual)
+                vr = ep.range_constraints.get(expr)
+                lo = int(vr.lower) if vr is not None and vr.lower.is_finite else 0
+                hi = float(vr.upper) if vr is not None and vr.upper.is_finite else math.inf
+                example[str(expr)], ranges[str(expr)] = int(actual), (lo, hi)
+            elif (expr is None or not expr.free_symbols) and d in asked:
+                name, lo, hi = asked[d]
+                label = f"{name} (declared; exported static)"
+                example[label], ranges[label] = int(actual), (lo, hi)
     if not example:
         return SizePlan(reason="no dynamic dimensions in the exported program")
-    plan = SizePlan()
-    choices: dict[sympy.Symbol, list[int]] = {}
-    for sym, value in example.items():
-        vr = ep.range_constraints.get(sym)
-        lo = int(vr.lower) if vr is not None and vr.lower.is_finite else 0
-        hi = float(vr.upper) if vr is not None and vr.upper.is_finite else math.inf
-        plan.ranges[str(sym)] = (lo, hi)
-        choices[sym] = _other_sizes(value, lo, hi, count)
+    plan = SizePlan(ranges=ranges)
+    choices = {s: _other_sizes(v, *ranges[s], count) for s, v in example.items()}
     n = max(len(c) for c in choices.values())
     if n == 0:
         plan.reason = "the declared ranges admit only the example sizes"
         return plan
     for k in range(n):
-        plan.variants.append({str(s): (c[k] if k < len(c) else example[s]) for s, c in choices.items()})
+        plan.variants.append({s: (c[k] if k < len(c) else example[s]) for s, c in choices.items()})
     return plan
 
 
@@ -171,8 +231,8 @@ def _other_sizes(value: int, lo: int, hi: float, count: int) -> list[int]:
 
 
 def resize_leaves(ep: torch.export.ExportedProgram, leaves: list[Any],
-                  assignment: dict[str, int]) -> list[Any]:
-    """New input leaves whose symbolic dims take the assigned sizes (tiling real data)."""
+                  assignment: dict[str, int], declared: Declared | None = None) -> list[Any]:
+    """New input leaves whose dynamic dims take the assigned sizes (tiling real data)."""
     placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"
                     and n.name in set(ep.graph_signature.user_inputs)]
     metas = iter([m for m in (n.meta.get("val") for n in placeholders)
@@ -183,12 +243,16 @@ def resize_leaves(ep: torch.export.ExportedProgram, leaves: list[Any],
             out.append(leaf)
             continue
         meta = next(metas)
+        asked = (declared or {}).get(id(leaf), {})
         shape = []
-        for size, actual in zip(meta.shape, leaf.shape):
-            if isinstance(size, torch.SymInt):
-                expr = size.node.expr
+        for d, (size, actual) in enumerate(zip(meta.shape, leaf.shape)):
+            expr = size.node.expr if isinstance(size, torch.SymInt) else None
+            if expr is not None and expr.free_symbols:
                 subs = {s: assignment[str(s)] for s in expr.free_symbols if str(s) in assignment}
                 shape.append(int(expr.subs(subs)) if subs else int(actual))
+            elif d in asked:
+                label = f"{asked[d][0]} (declared; exported static)"
+                shape.append(assignment.get(label, int(actual)))
             else:
                 shape.append(int(actual))
         out.append(tile_to(leaf, shape))

@@ -256,9 +256,11 @@ def stage_numerics(run: ModeRun) -> None:
 
 def stage_dynamic(run: ModeRun) -> None:
     shared, record = run.shared, run.record
-    args, kwargs = shared.fresh_inputs()
-    leaves, in_spec = numerics.pytree.tree_flatten((args, kwargs))
-    plan = numerics.plan_sizes(run.ep, leaves, shared.options.dynamic_sizes)
+    assert shared.case is not None
+    case = shared.case
+    leaves, in_spec = numerics.pytree.tree_flatten((case.args, case.kwargs))
+    declared = numerics.declared_ranges(case.model, case.args, case.kwargs, case.dynamic_shapes)
+    plan = numerics.plan_sizes(run.ep, leaves, shared.options.dynamic_sizes, declared)
     record.dynamic_dims = [f"{s} in [{lo}, {'inf' if hi == float('inf') else int(hi)}]"
                            for s, (lo, hi) in plan.ranges.items()]
     if not plan.variants:
@@ -267,7 +269,7 @@ def stage_dynamic(run: ModeRun) -> None:
         label = ",".join(f"{s}={v}" for s, v in sizes.items())
         record.dynamic_sizes_tested.append(label)
         new_args, new_kwargs = numerics.pytree.tree_unflatten(
-            numerics.resize_leaves(run.ep, leaves, sizes), in_spec)
+            numerics.resize_leaves(run.ep, leaves, sizes, declared), in_spec)
         try:
             expected = _run_eager(shared, *copy.deepcopy((new_args, new_kwargs)))
         except Exception as exc:  # noqa: BLE001

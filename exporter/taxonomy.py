@@ -212,7 +212,8 @@ def _data_dependent_op(chain: _Chain) -> str | None:
 
 def _missing_fake(chain: _Chain) -> str | None:
     e = chain.first(NO_FAKE_OP)
-    if e is not None:
+    # aten ops raise this too (e.g. nested tensors): only a custom namespace means "no fake".
+    if e is not None and getattr(getattr(e, "func", None), "namespace", "aten") != "aten":
         return str(getattr(e, "func", ""))
     found = _gb("Operator does not support running with fake tensors")(chain)
     if found:
@@ -238,24 +239,42 @@ def _user_check(chain: _Chain) -> str | None:
     return "torch._check" if chain.text_has("Expected cond to be True") else None
 
 
+_TYPE_IN_MESSAGE = re.compile(r"<class '([\w.]+)'>|UserDefinedObjectVariable\((\w+)\)")
+
+
 def _unsupported_type(chain: _Chain) -> str | None:
-    found = _user_error("INVALID_OUTPUT")(chain)
-    if found:
-        return found
-    # pytree flattening of an unknown class fails with text only (strict and non-strict differ).
-    e = chain.text_has("which is not a known type", "unrecognized type", "is not a pytree",
-                       "not a registered pytree node", "Unsupported input type",
-                       "is not supported as input", "unsupported type")
+    # pytree flattening of an unknown class fails with text only, and differently per mode:
+    # non-strict ValueError (inputs) / RuntimeError (outputs); strict UserError(INVALID_INPUT)
+    # (inputs, hence this rule runs before INVALID_INPUT) / a bare AssertionError (outputs).
+    e = chain.text_has("pytree-flattenable", "Unsupported input type", "which is not a known type",
+                       "Encountered unrecognized type")
     if e is None:
-        return None
-    m = re.search(r"Found (\w+) in output|UserDefinedObjectVariable\((\w+)\)|type[ :]+<class '([\w.]+)'>",
-                  str(e))
-    return next((g for g in m.groups() if g), None) if m else "unsupported type"
+        return _user_error("INVALID_OUTPUT")(chain)
+    m = _TYPE_IN_MESSAGE.search(str(e))
+    return next(g for g in m.groups() if g).rsplit(".", 1)[-1] if m else "unsupported type"
+
+
+def _spec_violation(chain: _Chain) -> str | None:
+    e = chain.first("torch._export.verifier.SpecViolationError")
+    return "SpecViolationError" if e is not None else None
+
+
+_OBSERVED = re.compile(r"raised exception (\w+\(.*?\))\s*$", re.M)
+
+
+def _observed(chain: _Chain) -> str | None:
+    """Strict mode's 'Observed exception' means the traced Python itself raised; name what."""
+    for e, gb in chain.gb_types():
+        if gb == "Observed exception":
+            m = _OBSERVED.search(str(e))
+            return f"Observed exception: {m.group(1)[:160]}" if m else gb
+    return None
 
 
 def _graph_break(chain: _Chain) -> str | None:
     for _, gb in chain.gb_types():
-        return gb
+        if gb != "Observed exception":      # an error in the model, not untraceable Python
+            return gb
     return None
 
 
@@ -270,8 +289,14 @@ class Rule:
 # Ordered: the first rule that matches wins.  More specific causes come before the
 # catch-all Dynamo graph break, because Dynamo wraps many of them in Unsupported.
 RULES: tuple[Rule, ...] = (
+    Rule("UNSUPPORTED_TYPE", ("export",), _unsupported_type,
+         "text 'Unsupported input type' (ValueError) / 'not supported or pytree-flattenable' "
+         "(strict UserError INVALID_INPUT) / 'which is not a known type' (RuntimeError) / "
+         "'Encountered unrecognized type' (strict AssertionError); UserError(INVALID_OUTPUT)"),
     Rule("INVALID_INPUT", ("export",), _user_error("INVALID_INPUT"),
          "UserError(error_type=INVALID_INPUT), both modes"),
+    Rule("SPEC_VIOLATION", ("export", "verify"), _spec_violation,
+         "SpecViolationError, raised by ep.validate() or by export's own verifier (strict)"),
     Rule("CONSTRAINT_VIOLATION", ("export",), _constraint,
          "UserError(CONSTRAINT_VIOLATION | DYNAMIC_DIM); bare ConstraintViolationError or "
          "ValueRangeError (non-strict, example outside range)"),
@@ -286,16 +311,15 @@ RULES: tuple[Rule, ...] = (
          "running with fake tensors'; text 'no fake impl registered' (custom_op)"),
     Rule("USER_CHECK_FAILED", ("export",), _user_check,
          "text 'Expected cond to be True' anywhere in the chain (torch._check)"),
-    Rule("UNSUPPORTED_TYPE", ("export",), _unsupported_type,
-         "UserError(INVALID_OUTPUT); pytree text 'not a known type' / 'unrecognized type'"),
     Rule("GRAPH_BREAK", ("export",), _graph_break,
-         "any other torch._dynamo.exc.Unsupported (strict): error_code is its gb_type"),
+         "any other torch._dynamo.exc.Unsupported (strict): error_code is its gb_type, except "
+         "'Observed exception' (the model's own code raised), which falls to EXPORT_ERROR"),
 )
 
 
 def error_code_of(chain: _Chain) -> str | None:
     """What torch itself says the error is, for rows that fell back to their stage's category."""
-    for match in (_user_error(*_ALL_USER_ERROR_TYPES), _graph_break):
+    for match in (_user_error(*_ALL_USER_ERROR_TYPES), _observed, _graph_break):
         found = match(chain)
         if found:
             return found

@@ -175,3 +175,20 @@ def test_draft_export_enriches_export_failures(write_manifest, fresh_loader):
     assert r.status == "FAIL" and r.category == "DATA_DEPENDENT_GUARD"   # never a pass
     assert any(f.startswith("DATA_DEPENDENT_ERROR") for f in r.draft_failures), r.draft_failures
     assert r.draft_report
+
+
+@pytest.mark.slow
+def test_aoti_stage_compiles_reloads_and_compares(write_manifest, fresh_loader):
+    manifest = load_manifest(write_manifest("""
+        version: 1
+        defaults: {modes: [non-strict]}
+        entries:
+          - {name: mlp, entrypoint: "models/tiny.py:make_mlp", inputs: [{shape: [2, 4]}]}
+    """))
+    (ok,) = run_entry(manifest.entries[0], PipelineOptions(aoti=True), loader=fresh_loader)
+    assert ok.status == "PASS" and ok.stage_status["aoti"] == "passed", ok.message
+    assert ok.seconds["aoti"] > 0
+    # A Python scalar output comes back from AOTInductor as a tensor: a real difference.
+    (scalar,) = run_entry(PATHO.get("patho/control_scalar_output"), PipelineOptions(aoti=True),
+                          loader=fresh_loader, modes=("non-strict",))
+    assert scalar.category == "AOTI_MISMATCH" and scalar.failed_stage == "aoti"

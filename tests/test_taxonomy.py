@@ -12,7 +12,7 @@ from exporter.record import Record
 from exporter.spec import PipelineOptions
 from exporter.taxonomy import CATEGORIES, CATEGORY_NAMES, STAGES, Failure, classify_exception
 
-from conftest import MANIFESTS
+from conftest import MANIFESTS, REPO
 
 PATHOLOGICAL = load_manifest(MANIFESTS / "pathological.yaml")
 
@@ -108,3 +108,9 @@ def test_classification_reads_the_exception_chain():
     failure = classify_exception(ValueError("bad"), "serialize.load")
     assert isinstance(failure, Failure) and failure.category == "DESERIALIZE_ERROR"
     assert failure.stage == "serialize" and failure.exception_type == "ValueError"
+
+
+def test_readme_documents_every_category():
+    readme = (REPO / "README.md").read_text()
+    for c in CATEGORIES:
+        assert f"| `{c.name}` |" in readme, c.name
