@@ -11,15 +11,19 @@ already classified.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,6 +36,7 @@ class LoadRequest:
     atol: float
     rtol: float
     device: str = "cpu"
+    imports: tuple[str, ...] = ()   # libraries owning the program's pytree types
 
 
 @dataclass
@@ -143,12 +148,55 @@ def serve() -> None:
     os.dup2(2, 1)         # torch may print: keep stdout for the protocol only
     for line in sys.stdin:
         message = json.loads(line)
+        _import_libraries(message["request"].get("imports", ()))
         pid = os.fork()
         if pid == 0:
             _child(LoadRequest(**message["request"]), message["result"], threads)
         protocol.write(json.dumps({"pid": pid}) + "\n")
         _, status = os.waitpid(pid, 0)
         protocol.write(json.dumps({"pid": pid, "status": status}) + "\n")
+
+
+# A pytree type in a program's signature, as torch writes it into models/*.json (the spec
+# is a JSON string inside JSON, hence the optional escaped quotes).
+_TYPE_NAME = re.compile(r'type\\?"\s*:\s*\\?"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)')
+_NOT_OWNERS = ("builtins.", "collections.", "torch.", "typing.")
+
+
+def pytree_owner_modules(path: str, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Importable library modules that define the pytree types of a saved program's inputs
+    and outputs (e.g. ``transformers.modeling_outputs``).
+
+    Any consumer of the program must import those to load it, so the reload process may
+    too; the model's own module (``exclude``) is never imported, which keeps registrations
+    made by model code (custom ops) out of the reload process.
+    """
+    names: set[str] = set()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if "/models/" in member and member.endswith(".json"):
+                    names.update(_TYPE_NAME.findall(archive.read(member).decode("utf-8", "replace")))
+    except (OSError, zipfile.BadZipFile):
+        return ()
+    modules = sorted({n.rsplit(".", 1)[0] for n in names if not n.startswith(_NOT_OWNERS)})
+    return tuple(m for m in modules
+                 if not any(m == x or m.startswith(x + ".") for x in exclude) and _findable(m))
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _import_libraries(modules: Any) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the load itself will report what is missing
+            pass
 
 
 def _warm_up() -> int:

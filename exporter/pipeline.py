@@ -24,7 +24,8 @@ import structlog
 import torch
 
 from exporter import draft, graphinfo, numerics
-from exporter.freshload import FreshLoader, LoadRequest, LoadResult, check_in_process
+from exporter.freshload import (FreshLoader, LoadRequest, LoadResult, check_in_process,
+                                 pytree_owner_modules)
 from exporter.loader import Case, build_case
 from exporter.record import Record, new_record
 from exporter.spec import Entry, PipelineOptions
@@ -64,6 +65,7 @@ class Shared:
     workdir: str = ""
     loader: FreshLoader | None = None    # None: reload in this process (repro)
     running: str | None = None           # the shared stage in progress, for timeouts
+    eager_at_size: dict[Any, Any] = field(default_factory=dict)   # dynamic stage's references
 
     def fresh_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         assert self.case is not None
@@ -139,7 +141,8 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
                 record.finished_at = time.time()
     for record in records:
         record.apply_expectation(entry.expectation(record.mode))
-        record.total_s = round(sum(record.seconds.values()), 4)
+        # "serialize.load" is a part of "serialize", not a stage of its own
+        record.total_s = round(sum(v for k, v in record.seconds.items() if "." not in k), 4)
     return records
 
 
@@ -185,6 +188,15 @@ def stage_eager(shared: Shared) -> None:
             "EAGER_NONDETERMINISTIC", "eager",
             f"two eager runs with seed {shared.entry.seed} disagree: {cmp.detail}"))
     shared.eager_out = first
+
+
+def _eager_at(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Eager outputs for resized inputs, computed once per entry and shared by the modes."""
+    leaves, _ = numerics.pytree.tree_flatten((args, kwargs))
+    key = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else repr(x) for x in leaves)
+    if key not in shared.eager_at_size:
+        shared.eager_at_size[key] = _run_eager(shared, *copy.deepcopy((args, kwargs)))
+    return shared.eager_at_size[key]
 
 
 def _run_eager(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -271,7 +283,7 @@ def stage_dynamic(run: ModeRun) -> None:
         new_args, new_kwargs = numerics.pytree.tree_unflatten(
             numerics.resize_leaves(run.ep, leaves, sizes, declared), in_spec)
         try:
-            expected = _run_eager(shared, *copy.deepcopy((new_args, new_kwargs)))
+            expected = _eager_at(shared, new_args, new_kwargs)
         except Exception as exc:  # noqa: BLE001
             # The model itself cannot run at this size: the declared range is wrong.
             failure = classify_exception(exc, "dynamic")
@@ -295,7 +307,7 @@ def stage_dynamic(run: ModeRun) -> None:
 
 
 def stage_decompose(run: ModeRun) -> None:
-    decomposed = copy.deepcopy(run.ep).run_decompositions()
+    decomposed = run.ep.run_decompositions()      # returns a new program; run.ep is kept
     graphinfo.describe_decomposed(decomposed, run.record)
     out = _run_program(run, decomposed, *run.shared.fresh_inputs())
     cmp = _compare(run, out)
@@ -308,8 +320,11 @@ def stage_serialize(run: ModeRun) -> None:
     path = os.path.join(run.shared.workdir, f"{run.record.mode}.pt2")
     torch.export.save(run.ep, path)
     _publish_artifact(run, path)
+    own_module = run.shared.entry.entrypoint.split(":")[0]
+    imports = pytree_owner_modules(path, exclude=(own_module,) if not own_module.endswith(".py")
+                                   else ())
     _check_fresh(run, LoadRequest("export", path, _data_file(run), *_tol(run),
-                                  device=run.shared.device))
+                                  device=run.shared.device, imports=imports))
 
 
 def stage_aoti(run: ModeRun) -> None:
@@ -331,10 +346,25 @@ MODE_STAGES: tuple[tuple[str, Callable[[ModeRun], None]], ...] = (
 # -- helpers ----------------------------------------------------------------------------------
 
 def _run_program(run: ModeRun, ep: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    # ep.module() shares the program's buffers and mutates them: always run a copy.
     torch.manual_seed(run.shared.entry.seed)
-    with torch.no_grad():
-        return copy.deepcopy(ep).module()(*args, **kwargs)
+    with torch.no_grad(), _state_restored(ep):
+        return ep.module()(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _state_restored(ep: Any) -> Iterator[None]:
+    """ep.module() shares the program's buffers and constants and mutates them in place
+    (a counter saved as 2 after two checks).  Snapshot what a run can mutate and put it
+    back afterwards: cheaper than deep-copying the program, weights included, per run."""
+    buffers = set(ep.graph_signature.buffers)
+    saved = [(t, t.clone()) for k, t in ep.state_dict.items() if k in buffers]
+    saved += [(t, t.clone()) for t in ep.constants.values() if isinstance(t, torch.Tensor)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for live, snapshot in saved:
+                live.copy_(snapshot)
 
 
 def _compare(run: ModeRun, out: Any) -> numerics.Comparison:

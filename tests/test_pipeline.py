@@ -44,6 +44,9 @@ def test_passing_entry_runs_every_stage_and_records_facts(write_manifest, fresh_
         assert r.artifact_bytes and len(r.artifact_sha256) == 64 and r.artifact_path is None
         assert r.param_count == 4 * 8 + 8 + 8 * 3 + 3
         assert set(r.seconds) >= {"build", "eager", "export", "serialize", "serialize.load"}
+        assert r.seconds["serialize.load"] <= r.seconds["serialize"]
+        assert r.total_s == pytest.approx(sum(r.seconds[s] for s in STAGES if s in r.seconds),
+                                          abs=1e-3)
         assert r.peak_rss_mb and r.peak_rss_mb > 50
 
 
