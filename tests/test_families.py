@@ -1,0 +1,193 @@
+"""Model families against the real libraries: expansion semantics and builders.
+
+No mocks: torchvision, timm and transformers are the installed ones, so a
+library upgrade that renames models or breaks a builder shows up here first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.families import (COMMON_KEYS, SOURCES, FamilyError, FamilyModel,
+                               FamilyUnavailable, UnknownModel, expand, family_keys)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+MANIFESTS = REPO / "manifests"
+
+
+def _bare(models: list[FamilyModel]) -> list[str]:
+    return [m.name.split("/", 1)[1] for m in models]
+
+
+def _expand_manifest(path: Path) -> list[FamilyModel]:
+    """Expand a manifest's family specs the way the manifest parser will."""
+    doc = yaml.safe_load(path.read_text())
+    assert doc["version"] == 1
+    models: list[FamilyModel] = []
+    for spec in doc.get("families", []):
+        extra = {k: v for k, v in spec.items() if k not in COMMON_KEYS}
+        models += expand(spec["source"], spec.get("include"), spec.get("exclude"),
+                         spec.get("limit"), extra)
+    return models
+
+
+# --------------------------------------------------------------------------- expansion
+
+def test_sources_and_family_keys() -> None:
+    assert SOURCES == ("torchvision", "timm", "transformers")
+    assert family_keys("torchvision") == frozenset({"tasks"})
+    assert family_keys("timm") == frozenset()
+    assert family_keys("transformers") == frozenset()
+    with pytest.raises(FamilyError, match="unknown family source"):
+        family_keys("keras")
+
+
+def test_import_is_lazy() -> None:
+    code = ("import sys, exporter.families as f; f.family_keys('timm'); "
+            "heavy = {'torch', 'timm', 'torchvision', 'transformers'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_include_exclude_limit() -> None:
+    models = expand("timm", ["resnet*", "vit_tiny_*"], ["resnet5*", "*_gn"], None, {})
+    names = _bare(models)
+    assert names == sorted(names) and len(names) == len(set(names))
+    assert "resnet18" in names and "vit_tiny_patch16_224" in names
+    assert not [n for n in names if n.startswith("resnet5") or n.endswith("_gn")]
+    assert all(n.startswith(("resnet", "vit_tiny_")) for n in names)
+    # limit applies after filtering, to the sorted list
+    assert expand("timm", ["resnet*", "vit_tiny_*"], ["resnet5*", "*_gn"], 3, {}) == models[:3]
+    assert expand("timm", ["resnet*"], [], 0, {}) == []
+    # exclusion wins over an exact include
+    assert expand("timm", ["resnet18"], ["resnet*"], None, {}) == []
+
+
+def test_deterministic_names_and_entries() -> None:
+    first = expand("transformers", ["bert", "gpt2", "t5", "l*a"], [], None, {})
+    assert first == expand("transformers", ["l*a", "t5", "gpt2", "bert"], [], None, {})
+    assert [m.name for m in first][:1] == ["transformers/bert"]
+    for model in first:
+        assert model.name.startswith("transformers/") and model.device == "cpu"
+        assert model.entrypoint == "exporter.families.transformers:build"
+        assert model.kwargs == {"model_type": model.name.split("/", 1)[1]}
+        assert model.tags[0] == "transformers"
+        json.dumps(model.kwargs)
+    [t5] = [m for m in first if m.name == "transformers/t5"]
+    assert "seq2seq" in t5.tags and "text" in t5.tags
+
+
+def test_torchvision_tasks() -> None:
+    seg = expand("torchvision", ["*"], [], None, {"tasks": ["segmentation"]})
+    assert len(seg) == 6 and all(m.kwargs["task"] == "segmentation" for m in seg)
+    assert all(m.tags == ("torchvision", "segmentation") for m in seg)
+    default = _bare(expand("torchvision", ["*"], [], None, {}))
+    assert "raft_small" in default and "r3d_18" in default and "resnet18" in default
+    assert not [n for n in default if n.startswith("quantized_")]   # quantization is opt-in
+    with pytest.raises(UnknownModel, match="'detection' model; add 'detection' to tasks"):
+        expand("torchvision", ["fasterrcnn_resnet50_fpn"], [], None,
+               {"tasks": ["classification"]})
+    with pytest.raises(FamilyError, match="unknown task"):
+        expand("torchvision", ["*"], [], None, {"tasks": ["classification", "painting"]})
+
+
+def test_unknown_model_suggests_close_matches() -> None:
+    with pytest.raises(UnknownModel) as info:
+        expand("timm", ["resnet18", "resnet181"], [], None, {})
+    assert info.value.source == "timm" and info.value.name == "resnet181"
+    assert "resnet18" in info.value.suggestions
+    assert "did you mean" in str(info.value)
+    with pytest.raises(UnknownModel) as info:
+        expand("transformers", ["bertt"], [], None, {})
+    assert "bert" in info.value.suggestions
+
+
+def test_spec_errors() -> None:
+    with pytest.raises(FamilyError, match="does not understand"):
+        expand("timm", ["*"], [], None, {"tasks": ["classification"]})
+    with pytest.raises(FamilyError, match="limit"):
+        expand("timm", ["*"], [], -1, {})
+
+
+def test_family_unavailable_when_library_missing() -> None:
+    assert str(FamilyUnavailable("timm")) == (
+        "family 'timm' needs the timm package: pip install 'exportsweep[timm]'")
+    # A None entry in sys.modules makes `import timm` raise ImportError for real.
+    code = ("import sys; sys.modules['timm'] = None\n"
+            "from exporter.families import expand, FamilyUnavailable\n"
+            "try:\n    expand('timm', ['*'], [], None, {})\n"
+            "except FamilyUnavailable as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout
+    assert "pip install 'exportsweep[timm]'" in out
+
+
+def test_manifests_expand() -> None:
+    smoke = _expand_manifest(MANIFESTS / "smoke.yaml")
+    assert 12 <= len(smoke) <= 20
+    assert {"torchvision/resnet18", "timm/resnet18", "transformers/whisper",
+            "torchvision/fasterrcnn_mobilenet_v3_large_fpn"} <= {m.name for m in smoke}
+    nightly = _expand_manifest(MANIFESTS / "nightly.yaml")
+    assert len(nightly) >= 300
+    assert len({m.name for m in nightly}) == len(nightly)
+    assert {m.tags[0] for m in nightly} == set(SOURCES)
+    full = _expand_manifest(MANIFESTS / "full.yaml")
+    assert len(full) > len(nightly)
+
+
+# --------------------------------------------------------------------------- builders
+
+def _build(source: str, name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    [model] = expand(source, [name], [], None, extra or {})
+    module, attr = model.entrypoint.split(":")
+    return getattr(importlib.import_module(module), attr)(**model.kwargs)
+
+
+@pytest.mark.parametrize(("source", "name"), [
+    ("torchvision", "resnet18"), ("timm", "resnet18"),
+    ("transformers", "bert"), ("transformers", "t5"), ("transformers", "whisper"),
+])
+def test_builder_runs_eager_and_exports(source: str, name: str) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    case = _build(source, name)
+    model = case["model"].eval()
+    args, kwargs = case["args"], case.get("kwargs", {})
+    assert isinstance(args, tuple)
+    with torch.no_grad():
+        model(*args, **kwargs)
+    ep = torch.export.export(model, args, kwargs, dynamic_shapes=case["dynamic_shapes"],
+                             strict=False)
+    # The batch dimension really is symbolic, with the range the builder asked for.
+    ranges = [(int(r.lower), int(r.upper)) for r in ep.range_constraints.values()]
+    assert (1, 64) in ranges
+
+
+def test_input_sizes_follow_model_config() -> None:
+    import torch
+
+    inception = _build("torchvision", "inception_v3")
+    assert inception["args"][0].shape == (2, 3, 299, 299)
+    mvit = _build("timm", "mobilevitv2_050")
+    assert mvit["args"][0].shape == (2, 3, 256, 256)
+    det = _build("torchvision", "ssdlite320_mobilenet_v3_large", {"tasks": ["detection"]})
+    [image] = det["args"][0]
+    assert image.shape == (3, 320, 320) and det["dynamic_shapes"] is None
+    whisper = _build("transformers", "whisper")
+    feats = whisper["kwargs"]["input_features"]
+    config = whisper["model"].config
+    assert feats.shape == (2, config.num_mel_bins, 2 * config.max_source_positions)
+    assert whisper["kwargs"]["decoder_input_ids"].max() < config.vocab_size
+    assert config.pad_token_id < config.vocab_size and config.use_cache is False
+    assert isinstance(whisper["kwargs"]["decoder_input_ids"], torch.Tensor)
