@@ -102,7 +102,7 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
             return run_entry(entry, options, loader=own, repro=repro, modes=modes, logger=logger)
     logger = (logger or log).bind(entry=entry.name)
     modes = modes or entry.modes
-    device = _device(entry)
+    device = _device(entry, options.cuda_fallback)
     records = [new_record(entry, m, device or "cuda") for m in modes]
     started = time.time()
     for r in records:
@@ -117,7 +117,8 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
                     else None)
     deadline = time.monotonic() + entry.timeout_s
     with tempfile.TemporaryDirectory(prefix="exportsweep-") as workdir, \
-            _rss_sampler() as peak_rss, _deadline(entry.timeout_s) as armed:
+            _rss_sampler() as peak_rss, \
+            _deadline(entry.timeout_s if options.in_process_deadline else None) as armed:
         shared.workdir = workdir
         pending = list(records)
         try:
@@ -434,12 +435,13 @@ def _publish_artifact(run: ModeRun, path: str) -> None:
         run.record.artifact_path = os.path.abspath(target)
 
 
-def _device(entry: Entry) -> str | None:
+def _device(entry: Entry, cuda_fallback: bool) -> str | None:
+    """The device to run on; None when the entry needs CUDA and cannot have it."""
     if entry.device == "cpu":
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"
-    return "cpu" if entry.device == "any" else None
+    return "cpu" if entry.device == "any" or cuda_fallback else None
 
 
 def _to_device(value: Any, device: str) -> Any:
@@ -458,9 +460,11 @@ def _current_stage(record: Record) -> str:
 
 
 @contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[bool]:
-    """SIGALRM deadline for in-process runs (main thread only; Ray workers use their own)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+def _deadline(seconds: float | None) -> Iterator[bool]:
+    """SIGALRM deadline for in-process runs (main thread only; Ray workers are killed by
+    their supervisor instead)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "SIGALRM"):
         yield False
         return
 
@@ -476,19 +480,23 @@ def _deadline(seconds: float) -> Iterator[bool]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def rss_bytes() -> int:
+    """Resident memory of this process now (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 @contextlib.contextmanager
 def _rss_sampler(interval: float = 0.05) -> Iterator[Callable[[], float | None]]:
     """Peak resident memory of this process while the entry runs, in MiB."""
-    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
     peak = [0]
     stop = threading.Event()
 
     def sample() -> None:
-        try:
-            with open("/proc/self/statm") as f:
-                peak[0] = max(peak[0], int(f.read().split()[1]) * page)
-        except OSError:
-            pass
+        peak[0] = max(peak[0], rss_bytes())
 
     def loop() -> None:
         while not stop.wait(interval):

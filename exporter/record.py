@@ -21,7 +21,8 @@ class Record:
     entry: str
     family: str
     mode: str
-    device: str
+    device: str                       # where it ran
+    requested_device: str = "cpu"     # what the manifest asked for (cpu | cuda | any)
     tags: list[str] = field(default_factory=list)
     status: str = "PASS"
     stage_reached: str | None = None
@@ -69,9 +70,12 @@ class Record:
         self.stage_status[stage] = "skipped"
 
     def fail(self, failure: Failure) -> None:
-        self.stage_status[failure.stage] = "failed"
-        self.stage_reached = failure.stage
-        self.failed_stage = failure.stage
+        """Record a failure; a stage of None means the orchestrator could not tell which
+        stage was running (a worker that died or hung as a whole)."""
+        if failure.stage in self.stage_status:
+            self.stage_status[failure.stage] = "failed"
+            self.stage_reached = failure.stage
+            self.failed_stage = failure.stage
         self.category = failure.category
         self.exception_type = failure.exception_type
         self.error_code = failure.error_code
@@ -110,4 +114,11 @@ class Record:
 
 def new_record(entry: Entry, mode: str, device: str) -> Record:
     return Record(entry=entry.name, family=entry.family, mode=mode, device=device,
-                  tags=list(entry.tags))
+                  requested_device=entry.device, tags=list(entry.tags))
+
+
+def new_record_like(other: Record) -> Record:
+    """A blank record for the same (entry, mode), e.g. to replace one that cannot travel."""
+    return Record(entry=other.entry, family=other.family, mode=other.mode, device=other.device,
+                  requested_device=other.requested_device, tags=list(other.tags),
+                  repro=other.repro, started_at=other.started_at, finished_at=other.finished_at)

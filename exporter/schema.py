@@ -35,6 +35,8 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("tags", _STR_LIST, "entry tags from the manifest (family tags included)"),
     ("mode", pa.string(), "non-strict | strict, as written in manifests"),
     ("device", pa.string(), "device the pipeline ran on: cpu | cuda"),
+    ("requested_device", pa.string(), "device the manifest asked for: cpu | cuda | any; cuda "
+                                      "with device cpu means no CUDA existed on the GPU worker"),
     ("status", pa.string(), "PASS | FAIL | XFAIL | XPASS | ERROR (infrastructure) | SKIP"),
     ("stage_reached", pa.string(), "furthest stage entered: the failing stage, or the last run"),
     ("stage_ordinal", pa.int8(), "ordinal of stage_reached (build=1 ... aoti=9; 0 none)"),
@@ -87,7 +89,10 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("hostname", pa.string(), "host the worker ran on"),
     ("node_id", pa.string(), "cluster node id (Ray), null in-process"),
     ("worker_id", pa.string(), "worker that ran the entry"),
+    ("pool", pa.string(), "in-process | cpu | gpu: the worker pool that ran the entry"),
     ("attempt", pa.int16(), "1 for the first try; retries after worker faults count up"),
+    ("final", pa.bool_(), "false for an attempt that was retried; a finished run has exactly "
+                          "one final row per (entry, mode)"),
     ("started_at", _TS, "UTC time the entry started"),
     ("finished_at", _TS, "UTC time this mode finished"),
 )
@@ -110,6 +115,7 @@ class RowContext:
     run_id: str
     worker_id: str = "local"
     attempt: int = 1
+    pool: str = "in-process"
     node_id: str | None = None
     hostname: str = field(default_factory=socket.gethostname)
     torch_version: str = ""
@@ -117,13 +123,14 @@ class RowContext:
     exportsweep_version: str = ""
 
 
-def row(record: Record, ctx: RowContext) -> dict[str, Any]:
+def row(record: Record, ctx: RowContext, final: bool = True) -> dict[str, Any]:
     """Flatten a record into a dict keyed exactly by ``COLUMN_NAMES``."""
     has_graph = record.node_count is not None
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "entry": record.entry,
         "family": record.family, "tags": list(record.tags), "mode": record.mode,
-        "device": record.device, "status": record.status, "stage_reached": record.stage_reached,
+        "device": record.device, "requested_device": record.requested_device,
+        "status": record.status, "stage_reached": record.stage_reached,
         "stage_ordinal": record.stage_ordinal, "failed_stage": record.failed_stage,
         "category": record.category, "exception_type": record.exception_type,
         "error_code": record.error_code, "message": record.message,
@@ -143,6 +150,7 @@ def row(record: Record, ctx: RowContext) -> dict[str, Any]:
         "torch_version": ctx.torch_version, "python_version": ctx.python_version,
         "exportsweep_version": ctx.exportsweep_version, "hostname": ctx.hostname,
         "node_id": ctx.node_id, "worker_id": ctx.worker_id, "attempt": ctx.attempt,
+        "pool": ctx.pool, "final": final,
         "started_at": _utc(record.started_at), "finished_at": _utc(record.finished_at),
     }
     for stage in STAGES:

@@ -117,7 +117,10 @@ def user_frame(chain: Iterable[BaseException]) -> str | None:
     roots = _library_roots()
     candidates: list[tuple[str, int]] = []
     for exc in chain:
-        real_stack = getattr(exc, "real_stack", None)
+        try:
+            real_stack = getattr(exc, "real_stack", None)
+        except Exception:  # noqa: BLE001 - exotic exceptions with broken attributes
+            real_stack = None
         if real_stack:
             candidates = [(fs.filename, fs.lineno or 0) for fs in real_stack]
             break

@@ -97,3 +97,5 @@ class PipelineOptions:
     artifacts_dir: str | None = None  # keep .pt2 files here, content-addressed
     load_in_fresh_process: bool = True  # serialize stage reloads in a pristine process
     dynamic_sizes: int = 2            # how many other sizes the dynamic stage tries
+    in_process_deadline: bool = True  # SIGALRM deadline; off where a supervisor kills instead
+    cuda_fallback: bool = False       # run `cuda` entries on CPU when CUDA is absent (flagged)

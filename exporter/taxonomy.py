@@ -99,7 +99,7 @@ class Failure:
     """A classified failure: plain strings only, safe to pickle and to write to Parquet."""
 
     category: str
-    stage: str
+    stage: str | None                 # None: a worker died or hung as a whole
     exception_type: str | None
     error_code: str | None
     message: str
@@ -108,7 +108,7 @@ class Failure:
     traceback: str | None = None      # full text for logs and ``repro``; not a table column
 
     @classmethod
-    def make(cls, category: str, stage: str, message: str, *, exception_type: str | None = None,
+    def make(cls, category: str, stage: str | None, message: str, *, exception_type: str | None = None,
              error_code: str | None = None, user_frame: str | None = None,
              traceback: str | None = None) -> "Failure":
         return cls(category, stage, exception_type, error_code, sig.bounded_message(message),
@@ -360,11 +360,21 @@ def classify_exception(exc: BaseException, stage: str) -> Failure:
         code = error_code_of(chain)
     return Failure.make(category, base_stage, _describe(exc), exception_type=qualname(exc),
                         error_code=code, user_frame=sig.user_frame(chain.excs),
-                        traceback="".join(traceback.format_exception(exc)))
+                        traceback=_format_traceback(exc))
+
+
+def _format_traceback(exc: BaseException) -> str | None:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:  # noqa: BLE001 - same: never let reporting fail the row
+        return None
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    try:
+        text = str(exc).strip()
+    except Exception as inner:  # noqa: BLE001 - a model's exception may not even print
+        return f"<{qualname(exc)} whose message cannot be read: {qualname(inner)}>"
     if not text and getattr(exc, "cond", None) is not None:
         text = f"Could not guard on data-dependent expression {exc.cond}"  # type: ignore
     return text or qualname(exc)
