@@ -20,6 +20,8 @@ EXIT_OK, EXIT_FAILED_ROW, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Models are built from code and config only: never let a library reach for a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -48,6 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="name of this run (default: UTC timestamp + random)")
     run.add_argument("--only", action="append", default=[], metavar="GLOB",
                      help="run only entries whose name matches (repeatable)")
+    run.add_argument("--resume", metavar="RUN_ID",
+                     help="finish an interrupted run: run only its missing (entry, mode) pairs")
+    ray_opts = run.add_argument_group("workers (Ray)")
+    ray_opts.add_argument("--in-process", action="store_true",
+                          help="no Ray: run every entry in this process, one after another")
+    ray_opts.add_argument("--address", help="join this Ray cluster ('auto' or host:port) "
+                          "instead of starting an embedded one")
+    ray_opts.add_argument("--cpu-workers", type=_non_negative_int, metavar="N",
+                          help="CPU workers (default: the cluster's CPUs / --cpus-per-worker)")
+    ray_opts.add_argument("--gpu-workers", type=_non_negative_int, metavar="N",
+                          help="GPU workers, one GPU each (default: one per GPU)")
+    ray_opts.add_argument("--cpus-per-worker", type=_positive_float, default=1.0, metavar="C",
+                          help="CPUs (and torch threads) per worker (default 1)")
+    ray_opts.add_argument("--timeout", type=_positive_float, metavar="S",
+                          help="per-entry deadline from dispatch, overriding timeout_s")
+    ray_opts.add_argument("--max-attempts", type=_positive_int, default=2, metavar="K",
+                          help="attempts for an entry whose worker crashed or ran out of memory")
+    ray_opts.add_argument("--recycle-after", type=_positive_int, metavar="N",
+                          help="replace a worker after N entries")
+    ray_opts.add_argument("--max-worker-rss-mb", type=_positive_float, metavar="M",
+                          help="replace a worker whose memory grew past M MiB")
     _pipeline_args(run)
     run.add_argument("--verbose", "-v", action="store_true", help="show debug logs on the console")
     run.set_defaults(func=cmd_run)
@@ -86,19 +109,35 @@ def _pipeline_options(args: argparse.Namespace) -> PipelineOptions:
 def cmd_run(args: argparse.Namespace) -> int:
     from exporter.manifest import load_manifest
     from orchestrator import logs
-    from orchestrator.sink import log_path
+    from orchestrator.driver import OrchestratorError, RayConfig
+    from orchestrator.scheduling import RecyclePolicy, RetryPolicy
+    from orchestrator.sink import log_path, run_dir
     from orchestrator.sweep import SweepConfig, new_run_id, run_sweep
 
     manifest = load_manifest(args.manifest)
     if args.only and not manifest.select(args.only):
         raise UsageError(f"--only {' '.join(args.only)} matches no entry of {args.manifest}")
-    run_id = args.run_id or new_run_id()
+    if args.resume and args.run_id and args.resume != args.run_id:
+        raise UsageError("--resume RUN_ID already names the run: drop --run-id")
+    run_id = args.resume or args.run_id or new_run_id()
     if not _valid_run_id(run_id):
-        raise UsageError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+        raise UsageError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    if args.resume and not os.path.isdir(run_dir(args.out, run_id)):
+        raise UsageError(f"--resume {run_id}: no such run in {args.out}")
     logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
     config = SweepConfig(out=args.out, run_id=run_id, pipeline=_pipeline_options(args),
-                         only=tuple(args.only), modes=tuple(args.modes) if args.modes else None)
-    run_sweep(manifest, config)
+                         only=tuple(args.only), modes=tuple(args.modes) if args.modes else None,
+                         resume=bool(args.resume))
+    ray_config = None if args.in_process else RayConfig(
+        address=args.address, cpu_workers=args.cpu_workers, gpu_workers=args.gpu_workers,
+        cpus_per_worker=args.cpus_per_worker, timeout_s=args.timeout,
+        retry=RetryPolicy(args.max_attempts),
+        recycle=RecyclePolicy(args.recycle_after, args.max_worker_rss_mb))
+    try:
+        run_sweep(manifest, config, ray_config)
+    except OrchestratorError as exc:
+        sys.stderr.write(f"exportsweep: the orchestrator failed: {exc}\n")
+        return EXIT_INTERNAL
     return EXIT_OK
 
 
@@ -143,6 +182,27 @@ def cmd_repro(args: argparse.Namespace) -> int:
             print(r.traceback or r.message or "")
         failed = failed or r.status in ("FAIL", "ERROR")
     return EXIT_FAILED_ROW if failed else EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
 
 
 def _fit(text: str, width: int) -> str:

@@ -17,22 +17,49 @@ def count_statuses(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 class Progress:
+    """One line per finished entry (CI logs keep them) and, on a terminal, a live status line
+    under them: done/total, pass/fail/error counts, elapsed, ETA."""
+
     def __init__(self, total: int, stream: TextIO = sys.stdout) -> None:
         self.total = total
         self.done = 0
         self.stream = stream
         self.started = time.monotonic()
         self.counts: Counter[str] = Counter()
+        self.live = hasattr(stream, "isatty") and stream.isatty()
 
-    def entry_done(self, name: str, rows: list[dict[str, Any]]) -> None:
+    def rows_done(self, rows: list[dict[str, Any]]) -> None:
+        """Rows of one entry (one per mode) have been written."""
+        if not rows:
+            return
         self.done += len(rows)
         self.counts.update(r["status"] for r in rows)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
         modes = "  ".join(f"{r['mode']} {_status_text(r)}" for r in rows)
         width = len(str(self.total))
-        self.stream.write(f"[{self.done:>{width}}/{self.total}] {name:<44} {modes}"
-                          f"  ({elapsed:.0f}s, eta {eta:.0f}s)\n")
+        self._clear()
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        timing = "" if self.live else f"  ({elapsed:.0f}s, eta {eta:.0f}s)"
+        self.stream.write(f"[{self.done:>{width}}/{self.total}] {rows[0]['entry']:<44} {modes}"
+                          f"{timing}\n")
+        if self.live:
+            self.stream.write(self.status_line())
+        self.stream.flush()
+
+    def status_line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        counts = " ".join(f"{n} {s}" for s, n in ((s, self.counts[s]) for s in STATUS_ORDER) if n)
+        filled = int(30 * self.done / self.total) if self.total else 30
+        return (f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}  {counts}  "
+                f"{elapsed:.0f}s elapsed, eta {eta:.0f}s")
+
+    def _clear(self) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+
+    def close(self) -> None:
+        self._clear()
         self.stream.flush()
 
 

@@ -95,3 +95,10 @@ def captured_output(logger: Any) -> Iterator[None]:
     finally:
         out.flush()
         err.flush()
+
+
+def worker_setup() -> None:
+    """Ray's ``worker_process_setup_hook``: structlog JSON lines into the run's log folder."""
+    log_dir = os.environ.get("EXPORTSWEEP_LOG_DIR")
+    path = os.path.join(log_dir, f"worker-{os.getpid()}.jsonl") if log_dir else None
+    configure(path, console=None)

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import structlog
 
@@ -25,10 +25,14 @@ from exporter.freshload import FreshLoader
 from exporter.manifest import Manifest
 from exporter.pipeline import run_entry
 from exporter.record import Record
-from exporter.schema import RowContext, row
+from exporter.schema import SCHEMA, RowContext, row
 from exporter.spec import Entry, PipelineOptions
 from orchestrator import console, logs
-from orchestrator.sink import RUN_META, ResultSink
+from orchestrator.scheduling import WorkItem, pending_items
+from orchestrator.sink import RUN_META, ResultSink, run_dir
+
+if TYPE_CHECKING:
+    from orchestrator.driver import RayConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class SweepConfig:
     pipeline: PipelineOptions = PipelineOptions()
     only: tuple[str, ...] = ()
     modes: tuple[str, ...] | None = None     # restrict every entry to these modes
+    resume: bool = False                     # run only the (entry, mode) pairs still missing
     command_line: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
 
 
@@ -51,47 +56,84 @@ def repro_command(manifest_path: str) -> Callable[[str, str], str]:
     return make
 
 
-def run_sweep(manifest: Manifest, config: SweepConfig, *, out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Run the sweep, write rows and _run.json; returns the run summary (also in _run.json)."""
+def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | None" = None,
+              *, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Run (or resume) a sweep on Ray, or in this process when ``ray_config`` is None.
+
+    Rows are written as each entry finishes; ``_run.json`` records the run. Returns that
+    record. Model failures never raise; orchestrator failures raise OrchestratorError.
+    """
     entries = manifest.select(list(config.only))
     sink = ResultSink(config.out, config.run_id)
-    logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="local")
-    ctx = RowContext(run_id=config.run_id, torch_version=_torch_version(),
-                     exportsweep_version=exporter.__version__)
-    repro = repro_command(manifest.path)
+    logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="driver")
+    done = final_pairs(config.out, config.run_id) if config.resume else set()
+    items = pending_items(entries, done, config.modes)
     started = time.time()
     meta = run_metadata(manifest, config, entries, started)
+    meta["executor"] = "in-process" if ray_config is None else "ray"
+    if config.resume:
+        meta["resumed_from_rows"] = len(done)
     sink.write_json(RUN_META, meta)
-    logger.info("sweep started", entries=len(entries), out=sink.dir)
-    progress = console.Progress(total=sum(len(_modes(e, config)) for e in entries), stream=out)
-    all_rows: list[dict[str, Any]] = []
-    with FreshLoader(log_path=sink.log_path("freshload.log")) as loader:
-        loader.start()
-        for entry in entries:
-            with logs.captured_output(logger.bind(entry=entry.name)):
-                records = run_entry(entry, config.pipeline, loader=loader,
-                                    repro=lambda mode, e=entry: repro(e.name, mode),
-                                    modes=_modes(entry, config), logger=logger)
-            rows = [row(r, ctx) for r in records]
-            sink.write(rows)
-            all_rows.extend(rows)
-            for r in records:
-                _log_record(logger, r)
-            progress.entry_done(entry.name, rows)
+    logger.info("sweep started", entries=len(items), already_done=len(done), out=sink.dir,
+                executor=meta["executor"])
+    progress = console.Progress(total=sum(len(i.modes) for i in items), stream=out)
+    if ray_config is None:
+        _run_in_process(items, manifest, config, sink, logger, progress.rows_done)
+    else:
+        from orchestrator.raycluster import run_on_ray
+        meta["cluster"] = run_on_ray(items, manifest, config, ray_config, sink, progress.rows_done)
+    progress.close()
     finished = time.time()
+    final = read_final_rows(config.out, config.run_id)
     meta.update(finished_at=_iso(finished), wall_s=round(finished - started, 2),
-                counts=console.count_statuses(all_rows), rows=len(all_rows),
+                counts=console.count_statuses(final), rows=len(final),
                 files=sink.files_written)
     sink.write_json(RUN_META, meta)
     logger.info("sweep finished", wall_s=meta["wall_s"], counts=meta["counts"])
-    console.summary(all_rows, sink.dir, meta["wall_s"], stream=out)
+    console.summary(final, sink.dir, meta["wall_s"], stream=out)
     return meta
 
 
-def _modes(entry: Entry, config: SweepConfig) -> tuple[str, ...]:
-    if config.modes is None:
-        return entry.modes
-    return tuple(m for m in entry.modes if m in config.modes)
+def _run_in_process(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
+                    sink: ResultSink, logger: Any, on_rows: Callable[[list[dict[str, Any]]], None]
+                    ) -> None:
+    ctx = RowContext(run_id=config.run_id, torch_version=_torch_version(),
+                     exportsweep_version=exporter.__version__)
+    repro = repro_command(manifest.path)
+    with FreshLoader(log_path=sink.log_path("freshload.log")) as loader:
+        loader.start()
+        for item in items:
+            entry = item.entry
+            with logs.captured_output(logger.bind(entry=entry.name)):
+                records = run_entry(entry, config.pipeline, loader=loader,
+                                    repro=lambda mode, e=entry: repro(e.name, mode),
+                                    modes=item.modes, logger=logger)
+            rows = [row(r, ctx) for r in records]
+            sink.write(rows)
+            for r in records:
+                _log_record(logger, r)
+            on_rows(rows)
+
+
+def final_pairs(out: str, run_id: str) -> set[tuple[str, str]]:
+    return {(r["entry"], r["mode"]) for r in read_final_rows(out, run_id)}
+
+
+def read_final_rows(out: str, run_id: str) -> list[dict[str, Any]]:
+    """The run's final rows as written on disk (one per (entry, mode); the last wins)."""
+    import pyarrow.dataset as ds
+    path = run_dir(out, run_id)
+    if not os.path.isdir(path):
+        return []
+    table = ds.dataset(path, format="parquet", schema=SCHEMA).to_table(
+        filter=ds.field("final") == True)  # noqa: E712 - a dataset expression, not a bool test
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    def order(r: dict[str, Any]) -> tuple[int, float]:
+        return r["attempt"] or 0, r["finished_at"].timestamp() if r["finished_at"] else 0.0
+
+    for r in sorted(table.to_pylist(), key=order):
+        rows[(r["entry"], r["mode"])] = r
+    return list(rows.values())
 
 
 def _log_record(logger: Any, record: Record) -> None:
@@ -117,7 +159,6 @@ def run_metadata(manifest: Manifest, config: SweepConfig, entries: tuple[Entry, 
         "pipeline": {k: getattr(config.pipeline, k) for k in config.pipeline.__dataclass_fields__},
         "versions": {"exportsweep": exporter.__version__, "torch": _torch_version(),
                      "python": platform.python_version(), "git_commit": _git_commit()},
-        "executor": "in-process",
         "resources": {"cpus": os.cpu_count(), "memory_gb": _memory_gb(),
                       "hostname": platform.node()},
         "started_at": _iso(started),

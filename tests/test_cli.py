@@ -20,7 +20,7 @@ def _run(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.Complet
                           cwd=cwd, timeout=timeout)
 
 
-def test_run_writes_dataset_run_json_and_logs(write_manifest, tmp_path):
+def test_in_process_run_writes_dataset_run_json_and_logs(write_manifest, tmp_path):
     path = write_manifest("""
         version: 1
         entries:
@@ -38,7 +38,7 @@ def test_run_writes_dataset_run_json_and_logs(write_manifest, tmp_path):
             modes: [strict]
     """)
     out = tmp_path / "results"
-    proc = _run("run", str(path), "--out", str(out), "--run-id", "night-1")
+    proc = _run("run", str(path), "--out", str(out), "--run-id", "night-1", "--in-process")
     assert proc.returncode == 0, proc.stderr       # model failures do not fail the sweep
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "Could not guard" not in proc.stderr      # torch's own output stays in the log

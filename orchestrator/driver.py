@@ -1,0 +1,293 @@
+"""The Ray driver: a hand-rolled ``ray.wait`` supervisor over pools of one-entry-at-a-time actors.
+
+Why not ActorPool or Ray Data (see ../shared/docs/ray-notes.md): neither can
+kill and replace a hung actor, say which input a dead actor was running, or
+leave retries to us.  Here every actor has ``max_restarts=0`` and every call
+``max_task_retries=0``; the supervisor owns deadlines (from dispatch), kills,
+replacements, retries, recycling and node loss, and no model can stop the
+sweep or lose a row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from exporter.record import new_record
+from exporter.schema import RowContext, row
+from exporter.spec import PipelineOptions
+from exporter.taxonomy import Failure
+from orchestrator.scheduling import RecyclePolicy, RetryPolicy, WorkItem, WorkQueue
+from orchestrator.sink import ResultSink
+
+log = structlog.get_logger("exportsweep.driver")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None          # None: embedded local Ray, started and stopped here
+    cpu_workers: int | None = None      # None: sized to the cluster
+    gpu_workers: int | None = None
+    cpus_per_worker: float = 1.0
+    timeout_s: float | None = None      # overrides every entry's timeout_s
+    retry: RetryPolicy = RetryPolicy()
+    recycle: RecyclePolicy = RecyclePolicy()
+    object_store_mb: int = 256
+    ready_timeout_s: float = 300.0      # a worker that cannot even start is an orchestrator fault
+
+
+class OrchestratorError(RuntimeError):
+    """The orchestrator itself cannot go on (no worker starts, Ray unreachable): exit code 3."""
+
+
+@dataclass
+class Slot:
+    """One worker of a pool: the actor and what it is doing."""
+
+    pool: str
+    worker_id: str
+    actor: Any
+    ready_ref: Any = None               # set while the actor warms up
+    node_id: str | None = None
+    served: int = 0
+
+
+@dataclass
+class Flight:
+    slot: Slot
+    item: WorkItem
+    started: float
+    deadline: float
+
+
+@dataclass
+class Supervisor:
+    """Runs work items on Ray actors until every item has its final rows."""
+
+    config: RayConfig
+    options: PipelineOptions
+    run_id: str
+    manifest_path: str
+    sink: ResultSink
+    on_rows: Any                        # callback(list[row]) for progress and the summary
+    log_dir: str | None = None
+    slots: list[Slot] = field(default_factory=list)
+    inflight: dict[Any, Flight] = field(default_factory=dict)
+    counter: int = 0
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def start_pools(self, cpu_workers: int, gpu_workers: int) -> None:
+        for _ in range(gpu_workers):
+            self.slots.append(self._new_slot("gpu"))
+        for _ in range(cpu_workers):
+            self.slots.append(self._new_slot("cpu"))
+
+    def _new_slot(self, pool: str) -> Slot:
+        import ray
+        from orchestrator.worker import ExportWorker
+
+        self.counter += 1
+        worker_id = f"{pool}-{self.counter}"
+        threads = max(1, math.floor(self.config.cpus_per_worker))
+        options = PipelineOptions(**{**self.options.__dict__, "in_process_deadline": False,
+                                     "cuda_fallback": pool == "gpu"})
+        actor_cls = ray.remote(max_restarts=0, max_task_retries=0)(ExportWorker)
+        actor = actor_cls.options(
+            num_cpus=self.config.cpus_per_worker, num_gpus=1 if pool == "gpu" else 0,
+            name=None, max_concurrency=1,
+        ).remote(worker_id, pool, self.run_id, self.manifest_path, options, threads, self.log_dir)
+        return Slot(pool, worker_id, actor, ready_ref=actor.ready.remote())
+
+    def _replace(self, slot: Slot, reason: str) -> None:
+        import ray
+        ray.kill(slot.actor, no_restart=True)
+        self.slots.remove(slot)
+        fresh = self._new_slot(slot.pool)
+        self.slots.append(fresh)
+        log.info("worker replaced", worker=slot.worker_id, by=fresh.worker_id, reason=reason)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, queue: WorkQueue) -> None:
+        import ray
+
+        self._skip_unrunnable(queue)
+        while len(queue) or self.inflight:
+            self._dispatch(queue)
+            waiting = list(self.inflight) + [s.ready_ref for s in self.slots if s.ready_ref]
+            if not waiting:
+                raise OrchestratorError("work is queued but no worker can take it")
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=self._wait_s())
+            for ref in ready:
+                if ref in self.inflight:
+                    self._finish(ref, queue)
+                else:
+                    self._worker_ready(ref)
+            self._expire(queue)
+
+    def _dispatch(self, queue: WorkQueue) -> None:
+        busy = {f.slot.worker_id for f in self.inflight.values()}
+        for slot in list(self.slots):
+            if slot.ready_ref is not None or slot.worker_id in busy:
+                continue
+            item = queue.take(slot.pool)
+            if item is None:
+                continue
+            now = time.monotonic()
+            timeout = self.config.timeout_s or item.entry.timeout_s
+            ref = slot.actor.run.remote(item.entry, item.modes, item.attempt)
+            self.inflight[ref] = Flight(slot, item, now, now + timeout)
+            log.debug("dispatched", entry=item.entry.name, worker=slot.worker_id,
+                      attempt=item.attempt)
+
+    def _wait_s(self) -> float:
+        if not self.inflight:
+            return 1.0
+        soonest = min(f.deadline for f in self.inflight.values()) - time.monotonic()
+        return max(0.05, min(1.0, soonest))
+
+    def _worker_ready(self, ref: Any) -> None:
+        import ray
+        slot = next(s for s in self.slots if s.ready_ref == ref)
+        try:
+            info = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("worker failed to start", worker=slot.worker_id, error=str(exc)[:500])
+            raise OrchestratorError(f"worker {slot.worker_id} failed to start: {exc}") from exc
+        slot.ready_ref, slot.node_id = None, info["node_id"]
+        log.info("worker ready", worker=slot.worker_id, pool=slot.pool, **info)
+
+    def _finish(self, ref: Any, queue: WorkQueue) -> None:
+        import ray
+        from ray.exceptions import (ActorDiedError, ActorUnavailableError, OutOfMemoryError,
+                                    RayTaskError)
+
+        flight = self.inflight.pop(ref)
+        slot, item = flight.slot, flight.item
+        try:
+            result = ray.get(ref)
+        except OutOfMemoryError as exc:
+            # Ray's memory monitor killed the worker. Its message mentions OOM, but so does every
+            # death message: only the exception class is trusted.
+            self._fault(flight, "OOM", exc, queue)
+        except (ActorDiedError, ActorUnavailableError) as exc:
+            if self._node_lost(slot):
+                log.warning("node lost: entry requeued", entry=item.entry.name,
+                            worker=slot.worker_id, node=slot.node_id)
+                queue.put(item)
+                self._replace(slot, "node lost")
+            else:
+                self._fault(flight, "WORKER_CRASH", exc, queue)
+        except RayTaskError as exc:
+            # run_entry never raises for model failures, so this is our own bug or a result
+            # that could not travel: a classified row either way, and the worker is replaced.
+            self._fault(flight, "INFRA_ERROR", exc, queue, retry=False)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that fails to deserialize
+            self._fault(flight, "INFRA_ERROR", exc, queue, retry=False)
+        else:
+            slot.served += 1
+            self._emit(result["rows"])
+            if self.config.recycle.should_recycle(slot.served, result.get("rss_mb")):
+                self._replace(slot, f"recycled after {slot.served} entries, "
+                                    f"rss {result.get('rss_mb')} MiB")
+
+    def _expire(self, queue: WorkQueue) -> None:
+        now = time.monotonic()
+        for ref, flight in list(self.inflight.items()):
+            if now < flight.deadline:
+                continue
+            self.inflight.pop(ref)
+            elapsed = now - flight.started
+            message = (f"no result after {elapsed:.1f} s (deadline "
+                       f"{flight.deadline - flight.started:g} s): the worker was killed")
+            self._emit(self._fault_rows(flight, "TIMEOUT", message, "TimeoutError", final=True))
+            self._replace(flight.slot, "timeout")
+
+    def _fault(self, flight: Flight, category: str, exc: BaseException, queue: WorkQueue,
+               retry: bool = True) -> None:
+        item = flight.item
+        again = retry and self.config.retry.should_retry(category, item.attempt)
+        message = _first_lines(str(exc)) or type(exc).__name__
+        self._emit(self._fault_rows(flight, category, message, _qualname(exc), final=not again))
+        self._replace(flight.slot, category.lower())
+        if again:
+            queue.put(item.retry())
+            log.info("entry retried", entry=item.entry.name, category=category,
+                     attempt=item.attempt + 1)
+
+    def _fault_rows(self, flight: Flight, category: str, message: str, exception_type: str,
+                    final: bool) -> list[dict[str, Any]]:
+        item, slot = flight.item, flight.slot
+        ctx = RowContext(run_id=self.run_id, worker_id=slot.worker_id, attempt=item.attempt,
+                         pool=slot.pool, node_id=slot.node_id)
+        rows = []
+        for mode in item.modes:
+            record = new_record(item.entry, mode, "cuda" if slot.pool == "gpu" else "cpu")
+            record.started_at, record.finished_at = time.time() - (time.monotonic()
+                                                                   - flight.started), time.time()
+            record.fail(Failure.make(category, None, message, exception_type=exception_type))
+            record.total_s = round(time.monotonic() - flight.started, 3)
+            rows.append(row(record, ctx, final=final))
+        return rows
+
+    def _node_lost(self, slot: Slot) -> bool:
+        import ray
+        if slot.node_id is None:
+            return False
+        try:
+            alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
+        except Exception:  # noqa: BLE001 - cannot tell: treat as a crash, which retries anyway
+            return False
+        return not alive.get(slot.node_id, False)
+
+    def _skip_unrunnable(self, queue: WorkQueue) -> None:
+        pools = {s.pool for s in self.slots}
+        for item in queue.unrunnable(pools):
+            ctx = RowContext(run_id=self.run_id, worker_id="driver", pool="none")
+            rows = []
+            for mode in item.modes:
+                record = new_record(item.entry, mode, item.entry.device)
+                record.skip(f"entry needs a {'GPU' if item.entry.device == 'cuda' else 'CPU'} "
+                            f"worker and the cluster has none")
+                record.started_at = record.finished_at = time.time()
+                rows.append(row(record, ctx))
+            self._emit(rows)
+
+    def _emit(self, rows: list[dict[str, Any]]) -> None:
+        self.sink.write(rows)
+        self.on_rows(rows)
+
+    def shutdown(self) -> None:
+        import ray
+        for slot in self.slots:
+            try:
+                ray.kill(slot.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.slots.clear()
+
+
+def _qualname(exc: BaseException) -> str:
+    t = type(exc)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _first_lines(text: str, n: int = 6) -> str:
+    return "\n".join(text.strip().splitlines()[:n])
+
+
+def size_pools(resources: dict[str, float], config: RayConfig) -> tuple[int, int]:
+    """(cpu_workers, gpu_workers) for a cluster: one GPU worker per GPU, the CPUs left to CPU
+    workers; explicit counts win."""
+    gpus = int(resources.get("GPU", 0))
+    gpu_workers = gpus if config.gpu_workers is None else config.gpu_workers
+    if config.cpu_workers is not None:
+        return config.cpu_workers, gpu_workers
+    cpus_left = resources.get("CPU", os.cpu_count() or 1) - gpu_workers * config.cpus_per_worker
+    return max(1, int(cpus_left // config.cpus_per_worker)), gpu_workers

@@ -1,0 +1,73 @@
+"""Connecting to Ray (embedded or by address) and running the supervisor there.
+
+Embedded is the default: a local Ray started for the run and shut down after it,
+dashboard off, a small object store (rows are tiny). ``--address auto`` or an
+address joins an existing cluster and leaves it running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+import structlog
+
+from exporter.manifest import Manifest
+from orchestrator.driver import OrchestratorError, RayConfig, Supervisor, size_pools
+from orchestrator.scheduling import WorkItem, WorkQueue
+from orchestrator.sink import LOG_DIR, ResultSink
+
+log = structlog.get_logger("exportsweep.ray")
+
+# Read by orchestrator.logs.worker_setup inside every Ray worker process.
+LOG_DIR_ENV = "EXPORTSWEEP_LOG_DIR"
+
+
+def run_on_ray(items: list[WorkItem], manifest: Manifest, config: Any, ray_config: RayConfig,
+               sink: ResultSink, on_rows: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
+    """Run ``items`` on Ray; returns the cluster facts for ``_run.json``."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")      # read when ray is imported
+    import ray
+
+    log_dir = os.path.join(os.path.abspath(sink.dir), LOG_DIR)
+    started_here = connect(ray_config, log_dir)
+    supervisor = Supervisor(ray_config, config.pipeline, config.run_id,
+                            manifest.path, sink,
+                            on_rows, log_dir=log_dir)
+    try:
+        resources = ray.cluster_resources()
+        cpu_workers, gpu_workers = size_pools(resources, ray_config)
+        log.info("pools", cpu_workers=cpu_workers, gpu_workers=gpu_workers,
+                 resources={k: v for k, v in resources.items() if not k.startswith("node:")})
+        supervisor.start_pools(cpu_workers, gpu_workers)
+        supervisor.run(WorkQueue(items))
+        return {"address": ray_config.address or "embedded", "cpu_workers": cpu_workers,
+                "gpu_workers": gpu_workers, "nodes": len([n for n in ray.nodes() if n["Alive"]]),
+                "resources": {k: v for k, v in resources.items() if not k.startswith("node:")},
+                "workers_started": supervisor.counter}
+    finally:
+        supervisor.shutdown()
+        if started_here:
+            ray.shutdown()
+
+
+def connect(config: RayConfig, log_dir: str) -> bool:
+    """Start or join Ray; True when this process started it (and must shut it down)."""
+    import ray
+
+    runtime_env = {"worker_process_setup_hook": "orchestrator.logs.worker_setup",
+                   "env_vars": {LOG_DIR_ENV: log_dir, "HF_HUB_OFFLINE": "1"}}
+    common = dict(log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env,
+                  configure_logging=True)
+    if ray.is_initialized():
+        return False
+    try:
+        if config.address is None:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                     object_store_memory=config.object_store_mb << 20, **common)
+            return True
+        ray.init(address=config.address, **common)
+        return False
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise OrchestratorError(f"cannot reach Ray at {config.address or 'local'}: {exc}") from exc

@@ -1,0 +1,265 @@
+"""The Ray driver with real Ray and real processes: faults, resume, pools, multi-node.
+
+Each test runs ``exportsweep run`` as a user does (embedded Ray, started and
+stopped by the CLI) or against a ``ray.cluster_utils.Cluster`` it starts itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter.record import Record
+from exporter.schema import RowContext
+from orchestrator.scheduling import RecyclePolicy, RetryPolicy, WorkItem, WorkQueue, can_run
+from orchestrator.sweep import read_final_rows
+from orchestrator.worker import travelling_rows
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+ENTRY = """
+  - name: {name}
+    entrypoint: models/{file}.py:{factory}
+    inputs: [{{shape: [2, 3]}}]
+    modes: {modes}
+"""
+
+
+def _manifest(write_manifest, *entries: tuple[str, str, str], modes: str = "[non-strict]",
+              extra: str = "") -> Path:
+    body = "".join(ENTRY.format(name=n, file=f, factory=k, modes=modes) for n, f, k in entries)
+    return write_manifest("version: 1\ndefaults: {timeout_s: 60}\nentries:" + body + extra)
+
+
+def _run(*args: str, timeout: int = 600, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "exportsweep"), "run", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _rows(out: Path) -> list[dict]:
+    import pyarrow.dataset as ds
+    return ds.dataset(str(out), partitioning="hive").to_table().to_pylist()
+
+
+# -- policy, no Ray ----------------------------------------------------------------------------
+
+def test_routing_and_pull_dispatch(write_manifest):
+    from exporter.manifest import load_manifest
+    m = load_manifest(write_manifest("version: 1\nentries:" + "".join(
+        ENTRY.format(name=d, file="tiny", factory="make_mlp", modes="[strict]") +
+        f"    device: {d}\n" for d in ("cpu", "cuda", "any"))))
+    assert [can_run(p, d) for p in ("cpu", "gpu") for d in ("cpu", "cuda", "any")] == \
+        [True, False, True, False, True, True]
+    queue = WorkQueue(WorkItem(e, e.modes) for e in m.entries)
+    assert queue.take("gpu").entry.name == "cuda"       # first item the GPU worker can run
+    assert queue.take("cpu").entry.name == "cpu"
+    assert queue.take("gpu").entry.name == "any"
+    assert queue.take("cpu") is None and len(queue) == 0
+    queue = WorkQueue(WorkItem(e, e.modes) for e in m.entries)
+    assert [i.entry.name for i in queue.unrunnable({"cpu"})] == ["cuda"]
+
+
+def test_retry_and_recycle_policies():
+    retry = RetryPolicy(max_attempts=2)
+    assert retry.should_retry("WORKER_CRASH", 1) and retry.should_retry("OOM", 1)
+    assert not retry.should_retry("WORKER_CRASH", 2) and not retry.should_retry("TIMEOUT", 1)
+    assert RecyclePolicy(after=3).should_recycle(3, None)
+    assert not RecyclePolicy(after=3).should_recycle(2, 10_000)
+    assert RecyclePolicy(max_rss_mb=100).should_recycle(1, 150.0)
+
+
+def test_a_row_that_cannot_pickle_becomes_an_infra_error_row():
+    class Unpicklable(str):
+        def __reduce__(self):
+            raise TypeError("no pickling for you")
+
+    record = Record(entry="e", family="manual", mode="strict", device="cpu")
+    record.message = Unpicklable("poisoned")
+    (out,) = travelling_rows([record], RowContext(run_id="r"))
+    assert out["status"] == "ERROR" and out["category"] == "INFRA_ERROR"
+    assert "could not be pickled" in out["message"] and "no pickling for you" in out["message"]
+
+
+# -- real Ray ----------------------------------------------------------------------------------
+
+def test_ray_sweep_end_to_end(write_manifest, tmp_path):
+    path = _manifest(write_manifest, ("mlp", "tiny", "make_mlp"), ("guard", "tiny", "make_guard"),
+                     modes="[non-strict, strict]")
+    path.write_text(path.read_text().replace("inputs: [{shape: [2, 3]}]\n    modes: [non-strict, "
+                                             "strict]\n", "inputs: [{shape: [2, 4]}]\n    modes: "
+                                             "[non-strict, strict]\n", 1))
+    out = tmp_path / "out"
+    proc = _run(str(path), "--out", str(out), "--run-id", "e2e", "--cpu-workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    assert sorted((r["entry"], r["mode"], r["status"]) for r in rows) == [
+        ("guard", "non-strict", "FAIL"), ("guard", "strict", "FAIL"),
+        ("mlp", "non-strict", "PASS"), ("mlp", "strict", "PASS")]
+    assert all(r["pool"] == "cpu" and r["worker_id"].startswith("cpu-") and r["node_id"]
+               and r["final"] for r in rows)
+    meta = json.loads((out / "run_id=e2e" / "_run.json").read_text())
+    assert meta["executor"] == "ray" and meta["cluster"]["cpu_workers"] == 2
+    logs = list((out / "run_id=e2e" / "_logs").glob("worker-*.jsonl"))
+    assert logs, "workers log through the setup hook"
+    events = [json.loads(line) for f in logs for line in f.read_text().splitlines()]
+    finished = [e for e in events if e["event"] == "entry finished"]
+    assert {(e["entry"], e["mode"]) for e in finished} == {(r["entry"], r["mode"]) for r in rows}
+    assert all(e["run"] == "e2e" and e["worker"].startswith("cpu-") for e in finished)
+    assert "Traceback" not in proc.stderr and "(raylet)" not in proc.stdout
+
+
+def test_faults_are_rows_and_the_sweep_goes_on(write_manifest, tmp_path):
+    path = _manifest(
+        write_manifest,
+        ("segfault", "faults", "make_segfault"), ("exit", "faults", "make_exit"),
+        ("gil_loop", "faults", "make_gil_loop"), ("sleep_hang", "faults", "make_sleep_hang"),
+        ("unprintable", "faults", "make_unprintable_error"), ("after", "tiny", "make_guard"))
+    out = tmp_path / "out"
+    started = time.monotonic()
+    proc = _run(str(path), "--out", str(out), "--run-id", "faults", "--timeout", "8",
+                "--cpu-workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    final = {r["entry"]: r for r in rows if r["final"]}
+    assert set(final) == {"segfault", "exit", "gil_loop", "sleep_hang", "unprintable", "after"}
+    for name in ("segfault", "exit"):
+        attempts = sorted((r["attempt"], r["final"]) for r in rows if r["entry"] == name)
+        assert attempts == [(1, False), (2, True)], (name, attempts)     # retried once, fresh actor
+        assert all(r["category"] == "WORKER_CRASH" and r["status"] == "ERROR"
+                   for r in rows if r["entry"] == name)
+        workers = {r["worker_id"] for r in rows if r["entry"] == name}
+        assert len(workers) == 2
+    for name in ("gil_loop", "sleep_hang"):
+        r = final[name]
+        assert r["category"] == "TIMEOUT" and r["status"] == "ERROR" and r["attempt"] == 1
+        assert "no result after" in r["message"] and r["total_s"] >= 8
+    assert final["unprintable"]["category"] == "EAGER_ERROR"
+    assert "cannot be read" in final["unprintable"]["message"]
+    assert final["after"]["category"] == "DATA_DEPENDENT_GUARD"
+    assert time.monotonic() - started < 240
+    # The resume view agrees: one final row per pair.
+    assert len(read_final_rows(str(out), "faults")) == 6
+
+
+def test_driver_sigkill_then_resume_completes_without_duplicates(write_manifest, tmp_path):
+    names = [f"slow{i}" for i in range(8)]
+    path = _manifest(write_manifest, *[(n, "faults", "make_slow") for n in names])
+    out = tmp_path / "out"
+    cmd = [str(BIN / "exportsweep"), "run", str(path), "--out", str(out), "--run-id", "killed",
+           "--cpu-workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    run_dir = out / "run_id=killed"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if run_dir.exists() and len(list(run_dir.glob("part-*.parquet"))) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)          # the driver and its embedded Ray, mid-run
+    proc.wait()
+    before = {(r["entry"], r["mode"]) for r in _rows(out)}
+    assert 2 <= len(before) < len(names), before
+    resumed = _run(str(path), "--out", str(out), "--resume", "killed", "--cpu-workers", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = _rows(out)
+    finals = [(r["entry"], r["mode"]) for r in rows if r["final"]]
+    assert sorted(finals) == sorted((n, "non-strict") for n in names)     # complete, no dupes
+    assert all(r["status"] == "PASS" for r in rows)
+    meta = json.loads((run_dir / "_run.json").read_text())
+    assert meta["resumed_from_rows"] == len(before) and meta["rows"] == len(names)
+
+
+def test_cuda_entries_without_gpus_are_skipped_not_failed(write_manifest, tmp_path):
+    path = _manifest(write_manifest, ("mlp", "tiny", "make_guard"),
+                     extra="    device: cuda\n")
+    out = tmp_path / "out"
+    proc = _run(str(path), "--out", str(out), "--run-id", "nogpu", "--cpu-workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    (r,) = _rows(out)
+    assert r["status"] == "SKIP" and "GPU worker" in r["skip_reason"]
+
+
+@pytest.fixture
+def gpu_cluster():
+    """A head node with 2 CPUs and a second node with 1 CPU and a fake GPU."""
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False, "object_store_memory": 150 << 20})
+    gpu_node = cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=100 << 20)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, gpu_node
+    finally:
+        cluster.shutdown()
+
+
+def test_cpu_and_gpu_pools_on_a_multi_node_cluster(write_manifest, tmp_path, gpu_cluster):
+    cluster, _ = gpu_cluster
+    entries = [(f"cpu{i}", "tiny", "make_guard") for i in range(2)]
+    path = write_manifest("version: 1\ndefaults: {timeout_s: 60}\nentries:" + "".join(
+        ENTRY.format(name=n, file=f, factory=k, modes="[non-strict]") for n, f, k in entries) +
+        "".join(ENTRY.format(name=f"gpu{i}", file="tiny", factory="make_guard",
+                             modes="[non-strict]") + "    device: cuda\n" for i in range(2)))
+    out = tmp_path / "out"
+    proc = _run(str(path), "--out", str(out), "--run-id", "multi", "--address", cluster.address,
+                "--cpu-workers", "1", "--gpu-workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["entry"]: r for r in _rows(out)}
+    for name in ("gpu0", "gpu1"):
+        r = rows[name]
+        assert r["pool"] == "gpu" and r["requested_device"] == "cuda"
+        assert r["device"] == "cpu"          # the fake GPU has no CUDA: ran on CPU, flagged
+        assert r["category"] == "DATA_DEPENDENT_GUARD"
+    assert all(rows[n]["pool"] == "cpu" for n in ("cpu0", "cpu1"))
+    assert len({r["node_id"] for r in rows.values()}) == 2        # rows came from both nodes
+    import ray
+    ray.init(address=cluster.address)    # the CLI joined and left; the cluster still runs
+    try:
+        assert sum(n["Alive"] for n in ray.nodes()) == 2
+    finally:
+        ray.shutdown()
+
+
+def test_node_loss_reschedules_in_flight_entries(write_manifest, tmp_path, gpu_cluster):
+    cluster, gpu_node = gpu_cluster
+    path = _manifest(write_manifest, *[(f"slow{i}", "faults", "make_slow") for i in range(4)],
+                     extra="")
+    text = path.read_text().replace("make_slow\n", "make_slow\n    device: any\n    kwargs: "
+                                                   "{seconds: 6}\n")
+    path.write_text(text)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(BIN / "exportsweep"), "run", str(path), "--out", str(out),
+                             "--run-id", "lost", "--address", cluster.address, "--cpu-workers",
+                             "1", "--gpu-workers", "1"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(15)             # workers warm up and take their first entries
+    cluster.remove_node(gpu_node)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    rows = _rows(out)
+    finals = sorted(r["entry"] for r in rows if r["final"])
+    assert finals == [f"slow{i}" for i in range(4)]
+    assert all(r["status"] == "PASS" for r in rows if r["final"])
+
+
+@pytest.mark.slow
+def test_memory_monitor_kill_is_an_oom_row(write_manifest, tmp_path):
+    path = _manifest(write_manifest, ("hog", "faults", "make_memory_hog"),
+                     ("after", "tiny", "make_guard"))
+    out = tmp_path / "out"
+    proc = _run(str(path), "--out", str(out), "--run-id", "oom", "--cpu-workers", "1",
+                "--max-attempts", "1", env={"RAY_memory_usage_threshold": "0.4",
+                                            "RAY_memory_monitor_refresh_ms": "100"})
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["entry"]: r for r in _rows(out)}
+    assert rows["hog"]["category"] == "OOM" and rows["hog"]["status"] == "ERROR"
+    assert rows["after"]["category"] == "DATA_DEPENDENT_GUARD"
