@@ -287,24 +287,24 @@ def stage_dynamic(run: ModeRun) -> None:
             expected = _eager_at(shared, new_args, new_kwargs)
         except Exception as exc:  # noqa: BLE001
             # The model itself cannot run at this size: the declared range is wrong.
-            failure = classify_exception(exc, "dynamic")
-            raise StageFailed(Failure.make(
-                "DYNAMIC_SHAPE_FAILURE", "dynamic", f"eager fails at {label}: {failure.message}",
-                exception_type=failure.exception_type, error_code=failure.error_code,
-                user_frame=failure.user_frame, traceback=failure.traceback)) from None
+            raise _dynamic_failure(exc, f"eager fails at {label}") from None
         try:
             actual = _run_program(run, run.ep, *copy.deepcopy((new_args, new_kwargs)))
         except Exception as exc:  # noqa: BLE001
-            failure = classify_exception(exc, "dynamic")
-            raise StageFailed(Failure.make(
-                "DYNAMIC_SHAPE_FAILURE", "dynamic", f"at {label}: {failure.message}",
-                exception_type=failure.exception_type, error_code=failure.error_code,
-                user_frame=failure.user_frame, traceback=failure.traceback)) from None
+            raise _dynamic_failure(exc, f"at {label}") from None
         tol = shared.entry.tolerance
         cmp = numerics.compare(expected, actual, tol.atol, tol.rtol)
         if not cmp.ok:
             raise StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic",
                                            f"at {label}: {cmp.detail}"))
+
+
+def _dynamic_failure(exc: Exception, where: str) -> StageFailed:
+    """An exception at another size is a DYNAMIC_SHAPE_FAILURE, keeping torch's details."""
+    f = classify_exception(exc, "dynamic")
+    return StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic", f"{where}: {f.message}",
+                                    exception_type=f.exception_type, error_code=f.error_code,
+                                    user_frame=f.user_frame, traceback=f.traceback))
 
 
 def stage_decompose(run: ModeRun) -> None:

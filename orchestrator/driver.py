@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -95,12 +95,11 @@ class Supervisor:
         self.counter += 1
         worker_id = f"{pool}-{self.counter}"
         threads = max(1, math.floor(self.config.cpus_per_worker))
-        options = PipelineOptions(**{**self.options.__dict__, "in_process_deadline": False,
-                                     "cuda_fallback": pool == "gpu"})
-        actor_cls = ray.remote(max_restarts=0, max_task_retries=0)(ExportWorker)
-        actor = actor_cls.options(
-            num_cpus=self.config.cpus_per_worker, num_gpus=1 if pool == "gpu" else 0,
-            name=None, max_concurrency=1,
+        options = replace(self.options, in_process_deadline=False, cuda_fallback=pool == "gpu")
+        # No Ray-level restarts or retries: every retry decision is the supervisor's.
+        actor = ray.remote(ExportWorker).options(
+            max_restarts=0, max_task_retries=0, num_cpus=self.config.cpus_per_worker,
+            num_gpus=1 if pool == "gpu" else 0,
         ).remote(worker_id, pool, self.run_id, self.manifest_path, options, threads, self.log_dir)
         return Slot(pool, worker_id, actor, ready_ref=actor.ready.remote())
 
@@ -226,13 +225,14 @@ class Supervisor:
         item, slot = flight.item, flight.slot
         ctx = RowContext(run_id=self.run_id, worker_id=slot.worker_id, attempt=item.attempt,
                          pool=slot.pool, node_id=slot.node_id)
+        elapsed = time.monotonic() - flight.started
         rows = []
         for mode in item.modes:
             record = new_record(item.entry, mode, "cuda" if slot.pool == "gpu" else "cpu")
-            record.started_at, record.finished_at = time.time() - (time.monotonic()
-                                                                   - flight.started), time.time()
+            record.finished_at = time.time()
+            record.started_at = record.finished_at - elapsed
             record.fail(Failure.make(category, None, message, exception_type=exception_type))
-            record.total_s = round(time.monotonic() - flight.started, 3)
+            record.total_s = round(elapsed, 3)
             rows.append(row(record, ctx, final=final))
         return rows
 

@@ -121,6 +121,7 @@ def test_faults_are_rows_and_the_sweep_goes_on(write_manifest, tmp_path):
     path = _manifest(
         write_manifest,
         ("segfault", "faults", "make_segfault"), ("exit", "faults", "make_exit"),
+        ("sigkill", "faults", "make_sigkill"),
         ("gil_loop", "faults", "make_gil_loop"), ("sleep_hang", "faults", "make_sleep_hang"),
         ("unprintable", "faults", "make_unprintable_error"), ("after", "tiny", "make_guard"))
     out = tmp_path / "out"
@@ -130,8 +131,9 @@ def test_faults_are_rows_and_the_sweep_goes_on(write_manifest, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
     final = {r["entry"]: r for r in rows if r["final"]}
-    assert set(final) == {"segfault", "exit", "gil_loop", "sleep_hang", "unprintable", "after"}
-    for name in ("segfault", "exit"):
+    assert set(final) == {"segfault", "exit", "sigkill", "gil_loop", "sleep_hang", "unprintable",
+                          "after"}
+    for name in ("segfault", "exit", "sigkill"):
         attempts = sorted((r["attempt"], r["final"]) for r in rows if r["entry"] == name)
         assert attempts == [(1, False), (2, True)], (name, attempts)     # retried once, fresh actor
         assert all(r["category"] == "WORKER_CRASH" and r["status"] == "ERROR"
@@ -147,7 +149,8 @@ def test_faults_are_rows_and_the_sweep_goes_on(write_manifest, tmp_path):
     assert final["after"]["category"] == "DATA_DEPENDENT_GUARD"
     assert time.monotonic() - started < 240
     # The resume view agrees: one final row per pair.
-    assert len(read_final_rows(str(out), "faults")) == 6
+    assert len(read_final_rows(str(out), "faults")) == 7
+    assert len(rows) == 10          # 7 entries, 3 of them crashed once and were retried
 
 
 def test_driver_sigkill_then_resume_completes_without_duplicates(write_manifest, tmp_path):
@@ -176,6 +179,21 @@ def test_driver_sigkill_then_resume_completes_without_duplicates(write_manifest,
     assert all(r["status"] == "PASS" for r in rows)
     meta = json.loads((run_dir / "_run.json").read_text())
     assert meta["resumed_from_rows"] == len(before) and meta["rows"] == len(names)
+
+
+def test_workers_are_recycled_without_failing_entries(write_manifest, tmp_path):
+    path = _manifest(write_manifest, *[(f"g{i}", "tiny", "make_guard") for i in range(3)])
+    out = tmp_path / "out"
+    proc = _run(str(path), "--out", str(out), "--run-id", "recycle", "--cpu-workers", "1",
+                "--recycle-after", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    assert len(rows) == 3 and all(r["category"] == "DATA_DEPENDENT_GUARD" and r["attempt"] == 1
+                                  for r in rows)
+    assert len({r["worker_id"] for r in rows}) == 3      # a fresh worker for every entry
+    events = [json.loads(line) for line in
+              (out / "run_id=recycle" / "_logs" / "driver.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "worker replaced" and "recycled" in e["reason"] for e in events) == 3
 
 
 def test_cuda_entries_without_gpus_are_skipped_not_failed(write_manifest, tmp_path):

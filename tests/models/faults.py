@@ -2,6 +2,7 @@
 
 import ctypes
 import os
+import signal
 import time
 
 import torch
@@ -26,6 +27,10 @@ def _exit():
     os._exit(17)
 
 
+def _sigkill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _gil_loop():
     n = 0
     while True:                  # pure Python: holds the GIL, never sleeps
@@ -42,6 +47,10 @@ def make_segfault():
 
 def make_exit():
     return _Forward(_exit)
+
+
+def make_sigkill():
+    return _Forward(_sigkill)
 
 
 def make_gil_loop():
