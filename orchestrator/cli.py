@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replace a worker after N entries")
     ray_opts.add_argument("--max-worker-rss-mb", type=_positive_float, metavar="M",
                           help="replace a worker whose memory grew past M MiB")
+    ray_opts.add_argument("--worker-start-timeout", type=_positive_float, default=300.0,
+                          metavar="S", help="give up a worker that is not ready after S "
+                          "seconds (its pool's work is skipped if no such worker is left)")
     _pipeline_args(run)
     run.add_argument("--verbose", "-v", action="store_true", help="show debug logs on the console")
     run.set_defaults(func=cmd_run)
@@ -132,7 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address, cpu_workers=args.cpu_workers, gpu_workers=args.gpu_workers,
         cpus_per_worker=args.cpus_per_worker, timeout_s=args.timeout,
         retry=RetryPolicy(args.max_attempts),
-        recycle=RecyclePolicy(args.recycle_after, args.max_worker_rss_mb))
+        recycle=RecyclePolicy(args.recycle_after, args.max_worker_rss_mb),
+        start_timeout_s=args.worker_start_timeout)
     try:
         run_sweep(manifest, config, ray_config)
     except OrchestratorError as exc:

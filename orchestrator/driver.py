@@ -38,7 +38,7 @@ class RayConfig:
     retry: RetryPolicy = RetryPolicy()
     recycle: RecyclePolicy = RecyclePolicy()
     object_store_mb: int = 256
-    ready_timeout_s: float = 300.0      # a worker that cannot even start is an orchestrator fault
+    start_timeout_s: float = 300.0      # a worker not ready by then is given up (e.g. no GPU left)
 
 
 class OrchestratorError(RuntimeError):
@@ -53,6 +53,7 @@ class Slot:
     worker_id: str
     actor: Any
     ready_ref: Any = None               # set while the actor warms up
+    created: float = field(default_factory=time.monotonic)
     node_id: str | None = None
     served: int = 0
 
@@ -121,7 +122,8 @@ class Supervisor:
             self._dispatch(queue)
             waiting = list(self.inflight) + [s.ready_ref for s in self.slots if s.ready_ref]
             if not waiting:
-                raise OrchestratorError("work is queued but no worker can take it")
+                self._skip_unrunnable(queue)      # queued work that no live worker can take
+                continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=self._wait_s())
             for ref in ready:
                 if ref in self.inflight:
@@ -129,6 +131,7 @@ class Supervisor:
                 else:
                     self._worker_ready(ref)
             self._expire(queue)
+            self._give_up_unstartable(queue)
 
     def _dispatch(self, queue: WorkQueue) -> None:
         busy = {f.slot.worker_id for f in self.inflight.values()}
@@ -236,6 +239,21 @@ class Supervisor:
             rows.append(row(record, ctx, final=final))
         return rows
 
+    def _give_up_unstartable(self, queue: WorkQueue) -> None:
+        """A worker that cannot be scheduled (its pool's last node is gone, say) is dropped
+        after the start timeout; work only its pool could run then becomes SKIP rows."""
+        import ray
+        now = time.monotonic()
+        stuck = [s for s in self.slots
+                 if s.ready_ref is not None and now - s.created > self.config.start_timeout_s]
+        for slot in stuck:
+            ray.kill(slot.actor, no_restart=True)
+            self.slots.remove(slot)
+            log.warning("worker never started: given up", worker=slot.worker_id, pool=slot.pool,
+                        waited_s=round(now - slot.created, 1))
+        if stuck:
+            self._skip_unrunnable(queue)
+
     def _node_lost(self, slot: Slot) -> bool:
         import ray
         if slot.node_id is None:
@@ -254,7 +272,7 @@ class Supervisor:
             for mode in item.modes:
                 record = new_record(item.entry, mode, item.entry.device)
                 record.skip(f"entry needs a {'GPU' if item.entry.device == 'cuda' else 'CPU'} "
-                            f"worker and the cluster has none")
+                            f"worker and the cluster has none (or none could start)")
                 record.started_at = record.finished_at = time.time()
                 rows.append(row(record, ctx))
             self._emit(rows)

@@ -269,6 +269,33 @@ def test_node_loss_reschedules_in_flight_entries(write_manifest, tmp_path, gpu_c
     assert all(r["status"] == "PASS" for r in rows if r["final"])
 
 
+def test_gpu_work_is_skipped_when_the_last_gpu_node_is_lost(write_manifest, tmp_path,
+                                                            gpu_cluster):
+    cluster, gpu_node = gpu_cluster
+    path = _manifest(write_manifest, *[(f"gpu{i}", "faults", "make_slow") for i in range(3)],
+                     ("cpu0", "tiny", "make_guard"))
+    text = path.read_text()
+    for i in range(3):
+        text = text.replace(f"name: gpu{i}\n    entrypoint: models/faults.py:make_slow\n",
+                            f"name: gpu{i}\n    entrypoint: models/faults.py:make_slow\n"
+                            f"    device: cuda\n    kwargs: {{seconds: 8}}\n")
+    path.write_text(text)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(BIN / "exportsweep"), "run", str(path), "--out", str(out),
+                             "--run-id", "nogpu", "--address", cluster.address, "--cpu-workers",
+                             "1", "--gpu-workers", "1", "--worker-start-timeout", "15"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(15)
+    cluster.remove_node(gpu_node)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    rows = {r["entry"]: r for r in _rows(out) if r["final"]}
+    assert sorted(rows) == ["cpu0", "gpu0", "gpu1", "gpu2"]      # nothing lost, nothing hangs
+    assert rows["cpu0"]["category"] == "DATA_DEPENDENT_GUARD"
+    skipped = [r for n, r in rows.items() if n.startswith("gpu") and r["status"] == "SKIP"]
+    assert skipped and all("none could start" in r["skip_reason"] for r in skipped)
+
+
 @pytest.mark.slow
 def test_memory_monitor_kill_is_an_oom_row(write_manifest, tmp_path):
     path = _manifest(write_manifest, ("hog", "faults", "make_memory_hog"),
