@@ -67,7 +67,22 @@ def connect(config: RayConfig, log_dir: str) -> bool:
             ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                      object_store_memory=config.object_store_mb << 20, **common)
             return True
+        _check_reachable(config.address)
         ray.init(address=config.address, **common)
         return False
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise OrchestratorError(f"cannot reach Ray at {config.address or 'local'}: {exc}") from exc
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes: ray.init retries an unreachable GCS for a long time."""
+    import socket
+    target = address.split("://", 1)[-1]
+    if target == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise OrchestratorError(f"cannot reach Ray at {address}: {exc}") from exc

@@ -308,3 +308,13 @@ def test_memory_monitor_kill_is_an_oom_row(write_manifest, tmp_path):
     rows = {r["entry"]: r for r in _rows(out)}
     assert rows["hog"]["category"] == "OOM" and rows["hog"]["status"] == "ERROR"
     assert rows["after"]["category"] == "DATA_DEPENDENT_GUARD"
+
+
+def test_unreachable_cluster_is_a_quick_orchestrator_failure(write_manifest, tmp_path):
+    path = _manifest(write_manifest, ("g", "tiny", "make_guard"))
+    started = time.monotonic()
+    proc = _run(str(path), "--out", str(tmp_path / "out"), "--address", "127.0.0.1:1",
+                timeout=120)
+    assert proc.returncode == 3
+    assert "cannot reach Ray at 127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 60
