@@ -2,7 +2,8 @@
 
 Exit codes: 0 the command did its job (a sweep that completed, whatever the
 models did), 2 bad input (one line per mistake, no traceback), 3 exportsweep
-itself failed.  ``repro`` exits 1 when the reproduced row fails, like a test.
+itself failed.  ``repro`` exits 1 when the reproduced row fails, like a test, and ``diff``
+when a ``--fail-on`` gate trips.
 """
 
 from __future__ import annotations
@@ -78,6 +79,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", "-v", action="store_true", help="show debug logs on the console")
     run.set_defaults(func=cmd_run)
 
+    diff = sub.add_parser("diff", help="what changed between two runs, per entry and mode")
+    diff.add_argument("dir", help="results folder holding NEW_RUN (and BASE_RUN, unless "
+                      "--base-dir)")
+    diff.add_argument("base_run")
+    diff.add_argument("new_run")
+    diff.add_argument("--base-dir", help="results folder holding BASE_RUN")
+    diff.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    diff.add_argument("--all", action="store_true", help="also list unchanged pairs (table)")
+    diff.add_argument("--fail-on", default="", metavar="LIST",
+                      help="exit 1 on any of these: regression (new failures and earlier "
+                           "stages), new_failure, regressed, missing, category_changed, "
+                           "signature_changed, new_entry, drift, xpass")
+    diff.add_argument("--max-err", type=_positive_float, default=1e-4, metavar="X",
+                      help="numeric drift: new max_abs_err above X and grown (default 1e-4)")
+    diff.add_argument("--time-ratio", type=_positive_float, default=1.5, metavar="R",
+                      help="wall-time drift: grown by this factor and by 1 s (default 1.5)")
+    diff.add_argument("--mem-ratio", type=_positive_float, default=1.3, metavar="R",
+                      help="memory drift: peak RSS grown by this factor (default 1.3)")
+    diff.set_defaults(func=cmd_diff)
+
     validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
     validate.add_argument("manifest")
     validate.set_defaults(func=cmd_validate)
@@ -142,6 +163,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OrchestratorError as exc:
         sys.stderr.write(f"exportsweep: the orchestrator failed: {exc}\n")
         return EXIT_INTERNAL
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from orchestrator import diff
+    from orchestrator.sink import run_dir
+    from orchestrator.sweep import read_final_rows
+
+    gates = [g.strip() for g in args.fail_on.split(",") if g.strip()]
+    unknown = [g for g in gates if g not in diff.GATES]
+    if unknown:
+        raise UsageError(f"--fail-on {unknown[0]!r}: choose from {', '.join(diff.GATES)}")
+    base_dir = args.base_dir or args.dir
+    for folder, run_id in ((base_dir, args.base_run), (args.dir, args.new_run)):
+        if not os.path.isdir(run_dir(folder, run_id)):
+            raise UsageError(f"no run {run_id!r} in {folder}")
+    changes = diff.compare_runs(read_final_rows(base_dir, args.base_run),
+                                read_final_rows(args.dir, args.new_run),
+                                diff.Thresholds(args.max_err, args.time_ratio,
+                                                mem_ratio=args.mem_ratio))
+    if args.format == "json":
+        print(diff.to_json(changes, args.base_run, args.new_run))
+    elif args.format == "markdown":
+        print(diff.to_markdown(changes, args.base_run, args.new_run), end="")
+    else:
+        print(diff.to_table(changes, args.base_run, args.new_run, show_unchanged=args.all))
+    tripped = diff.gate(changes, gates)
+    if tripped:
+        sys.stderr.write(f"exportsweep: --fail-on {args.fail_on}: {len(tripped)} change(s) "
+                         f"trip the gate\n")
+        return EXIT_FAILED_ROW
     return EXIT_OK
 
 
