@@ -70,7 +70,7 @@ def _status_text(r: dict[str, Any]) -> str:
 
 
 def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
-            stream: TextIO = sys.stdout) -> None:
+            stream: TextIO = sys.stdout, clusters: list[Any] = ()) -> None:
     w = stream.write
     counts = count_statuses(rows)
     w(f"\n{len(rows)} rows in {wall_s:.1f}s: " +
@@ -89,6 +89,12 @@ def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
         w("\ntop failure categories\n")
         for cat, n in cats.most_common(8):
             w(f"  {n:>4}  {cat}\n")
+    if clusters:
+        w("\ntop failure clusters (one root cause each)\n")
+        for c in clusters[:5]:
+            head = (c.message or "").splitlines()[0][:80] if c.message else ""
+            w(f"  {c.rows:>4} rows, {c.n_entries} entries  {c.signature}  "
+              f"{'/'.join(c.categories)}: {head}\n         repro: {c.repro}\n")
     unexpected = [r for r in rows if r["status"] in ("FAIL", "XPASS", "ERROR")]
     if unexpected:
         w("\nneeds attention\n")

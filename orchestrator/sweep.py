@@ -28,6 +28,7 @@ from exporter.record import Record
 from exporter.schema import SCHEMA, RowContext, row
 from exporter.spec import Entry, PipelineOptions
 from orchestrator import console, logs
+from orchestrator.clusters import cluster_rows, write_clusters
 from orchestrator.scheduling import WorkItem, pending_items
 from orchestrator.sink import RUN_META, ResultSink, run_dir
 
@@ -85,12 +86,14 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | 
     progress.close()
     finished = time.time()
     final = read_final_rows(config.out, config.run_id)
+    found = cluster_rows(final)
+    write_clusters(config.out, config.run_id, found)
     meta.update(finished_at=_iso(finished), wall_s=round(finished - started, 2),
                 counts=console.count_statuses(final), rows=len(final),
-                files=sink.files_written)
+                files=sink.files_written, clusters=len(found))
     sink.write_json(RUN_META, meta)
     logger.info("sweep finished", wall_s=meta["wall_s"], counts=meta["counts"])
-    console.summary(final, sink.dir, meta["wall_s"], stream=out)
+    console.summary(final, sink.dir, meta["wall_s"], stream=out, clusters=found)
     return meta
 
 

@@ -1,0 +1,60 @@
+"""Failure clusters on real models: one root cause per cluster, across models and modes."""
+
+from __future__ import annotations
+
+import pyarrow.dataset as ds
+import pytest
+
+from exporter.manifest import load_manifest
+from exporter.pipeline import run_entry
+from exporter.schema import RowContext, row
+from orchestrator.clusters import cluster_rows, read_clusters, write_clusters
+from orchestrator.sink import ResultSink
+
+
+@pytest.fixture(scope="module")
+def detection_rows(tmp_path_factory, fresh_loader):
+    folder = tmp_path_factory.mktemp("detection")
+    manifest = folder / "m.yaml"
+    manifest.write_text("""
+version: 1
+families:
+  - source: torchvision
+    include: [fasterrcnn_mobilenet_v3_large_fpn, maskrcnn_resnet50_fpn]
+    tasks: [detection]
+""")
+    rows = []
+    for entry in load_manifest(manifest).entries:
+        records = run_entry(entry, loader=fresh_loader,
+                            repro=lambda mode, e=entry: f"exportsweep repro {manifest} {e.name} "
+                                                        f"--mode {mode}")
+        rows += [row(r, RowContext(run_id="det")) for r in records]
+    return rows
+
+
+def test_same_cause_in_two_models_is_one_cluster_two_modes_two(detection_rows):
+    assert {r["status"] for r in detection_rows} == {"FAIL"}
+    clusters = cluster_rows(detection_rows)
+    # torchvision's batched_nms branches on boxes.numel() > 4000 in both models; strict and
+    # non-strict report it through different exceptions, hence one cluster per mode.
+    assert len(clusters) == 2
+    for c in clusters:
+        assert c.entries == ["torchvision/fasterrcnn_mobilenet_v3_large_fpn",
+                             "torchvision/maskrcnn_resnet50_fpn"]
+        assert c.categories == ["DATA_DEPENDENT_GUARD"] and c.stages == ["export"]
+        assert len(c.modes) == 1 and c.rows == 2 and c.repro.startswith("exportsweep repro")
+    assert {c.modes[0] for c in clusters} == {"non-strict", "strict"}
+
+
+def test_clusters_table_is_written_next_to_the_results(detection_rows, tmp_path):
+    ResultSink(str(tmp_path), "det").write(detection_rows)
+    write_clusters(str(tmp_path), "det", cluster_rows(detection_rows))
+    assert ds.dataset(str(tmp_path), partitioning="hive").to_table().num_rows == 4  # rows only
+    stored = read_clusters(str(tmp_path), "det")
+    assert len(stored) == 2 and all(c["n_entries"] == 2 for c in stored)
+    across_runs = ds.dataset(str(tmp_path / "_clusters"), partitioning="hive").to_table()
+    assert across_runs.column("run_id").to_pylist() == ["det", "det"]
+
+
+def test_passing_rows_make_no_clusters():
+    assert cluster_rows([{"status": "PASS", "signature": None}]) == []
