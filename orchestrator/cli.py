@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="memory drift: peak RSS grown by this factor (default 1.3)")
     diff.set_defaults(func=cmd_diff)
 
+    junit = sub.add_parser("junit", help="write a run as JUnit XML for CI systems")
+    junit.add_argument("dir", help="results folder")
+    junit.add_argument("--run", required=True, metavar="ID", help="the run to convert")
+    junit.add_argument("-o", "--output", default="junit.xml", help="file to write")
+    junit.set_defaults(func=cmd_junit)
+
     validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
     validate.add_argument("manifest")
     validate.set_defaults(func=cmd_validate)
@@ -194,6 +200,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
         sys.stderr.write(f"exportsweep: --fail-on {args.fail_on}: {len(tripped)} change(s) "
                          f"trip the gate\n")
         return EXIT_FAILED_ROW
+    return EXIT_OK
+
+
+def cmd_junit(args: argparse.Namespace) -> int:
+    from orchestrator.junit import to_junit
+    from orchestrator.sink import run_dir
+    from orchestrator.sweep import read_final_rows
+
+    if not os.path.isdir(run_dir(args.dir, args.run)):
+        raise UsageError(f"no run {args.run!r} in {args.dir}")
+    rows = read_final_rows(args.dir, args.run)
+    to_junit(rows, args.run).write(args.output, encoding="utf-8", xml_declaration=True)
+    print(f"{len(rows)} test cases written to {args.output}")
     return EXIT_OK
 
 

@@ -1,0 +1,79 @@
+"""A run as JUnit XML, the format every CI system renders: one <testcase> per (entry, mode).
+
+classname is ``exportsweep.<family>``, name ``<entry>[<mode>]``. FAIL is a <failure>,
+ERROR (infrastructure) an <error>, SKIP and XFAIL a <skipped> (as pytest reports xfail),
+XPASS a <failure> asking to update the expectation. The category is the failure's type;
+stage, signature, error code, user frame, repro and stage timings are <properties>.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from exporter.taxonomy import STAGES
+
+_PROPERTIES = ("status", "stage_reached", "failed_stage", "category", "signature", "error_code",
+               "exception_type", "user_frame", "repro", "expected", "device", "worker_id",
+               "attempt")
+
+
+def to_junit(rows: list[dict[str, Any]], run_id: str) -> ET.ElementTree:
+    suite = ET.Element("testsuite", name=f"exportsweep.{run_id}")
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    total = 0.0
+    started = min((r["started_at"] for r in rows if r.get("started_at")), default=None)
+    props = ET.SubElement(suite, "properties")
+    for key in ("torch_version", "python_version", "hostname"):
+        values = sorted({str(r[key]) for r in rows if r.get(key)})
+        if values:
+            ET.SubElement(props, "property", name=key, value=",".join(values))
+    ET.SubElement(props, "property", name="run_id", value=run_id)
+    for r in sorted(rows, key=lambda r: (r["family"], r["entry"], r["mode"])):
+        counts["tests"] += 1
+        seconds = float(r.get("total_s") or 0.0)
+        total += seconds
+        case = ET.SubElement(suite, "testcase", classname=f"exportsweep.{r['family']}",
+                             name=f"{r['entry']}[{r['mode']}]", time=f"{seconds:.3f}")
+        case_props = ET.SubElement(case, "properties")
+        for key in _PROPERTIES:
+            if r.get(key) is not None:
+                ET.SubElement(case_props, "property", name=key, value=str(r[key]))
+        for stage in STAGES:
+            if r.get(f"seconds_{stage}") is not None:
+                ET.SubElement(case_props, "property", name=f"seconds_{stage}",
+                              value=f"{r[f'seconds_{stage}']:.3f}")
+        _result(case, r, counts)
+        if r.get("repro"):
+            ET.SubElement(case, "system-out").text = f"repro: {r['repro']}"
+    suite.attrib.update({k: str(v) for k, v in counts.items()}, time=f"{total:.3f}")
+    if started is not None:
+        suite.set("timestamp", started.replace(tzinfo=None).isoformat(timespec="seconds"))
+    root = ET.Element("testsuites", name="exportsweep", time=f"{total:.3f}",
+                      **{k: str(v) for k, v in counts.items() if k != "skipped"})
+    root.append(suite)
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def _result(case: ET.Element, r: dict[str, Any], counts: dict[str, int]) -> None:
+    status, category = r["status"], r.get("category")
+    head = (r.get("message") or "").splitlines()[0][:300] if r.get("message") else ""
+    where = f"{category} at {r.get('failed_stage') or '?'}"
+    if status == "FAIL":
+        counts["failures"] += 1
+        ET.SubElement(case, "failure", type=category or "FAIL",
+                      message=f"{where}: {head}").text = r.get("message") or ""
+    elif status == "ERROR":
+        counts["errors"] += 1
+        ET.SubElement(case, "error", type=category or "ERROR",
+                      message=f"{where}: {head}").text = r.get("message") or ""
+    elif status == "XPASS":
+        counts["failures"] += 1
+        ET.SubElement(case, "failure", type="XPASS", message=(
+            f"expected {r.get('expected')}, but it passed: update the expectation"))
+    elif status in ("SKIP", "XFAIL"):
+        counts["skipped"] += 1
+        message = (r.get("skip_reason") or "") if status == "SKIP" else \
+            f"expected failure: {where}: {head}"
+        ET.SubElement(case, "skipped", type=status.lower(), message=message)
