@@ -62,33 +62,51 @@ def configure(log_file: str | None = None, *, console: TextIO | None = sys.stder
 class _LineLogger(io.TextIOBase):
     """A text stream that turns each written line into a debug log event."""
 
-    def __init__(self, logger: Any, stream: str) -> None:
+    def __init__(self, logger: Any, stream: str, original: TextIO) -> None:
         self._logger = logger
         self._stream = stream
+        self._original = original
         self._partial = ""
+        self._logging = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
+        if self._logging:
+            # The logger itself writes to this stream (structlog left unconfigured prints to
+            # stdout): pass it through instead of recursing.
+            return self._original.write(text)
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         for line in lines:
-            if line.strip():
-                self._logger.debug("captured output", stream=self._stream, line=line)
+            self._log(line)
         return len(text)
 
     def flush(self) -> None:
-        if self._partial.strip():
-            self._logger.debug("captured output", stream=self._stream, line=self._partial)
+        self._log(self._partial)
         self._partial = ""
+
+    def _log(self, line: str) -> None:
+        if not line.strip():
+            return
+        self._logging = True
+        try:
+            self._logger.debug("captured output", stream=self._stream, line=line)
+        finally:
+            self._logging = False
 
 
 @contextlib.contextmanager
 def captured_output(logger: Any) -> Iterator[None]:
     """Route what torch and the models print (Python-level stdout/stderr, and torch's logging,
     whose handlers write to the current sys.stderr) into the log file, off the console."""
-    out, err = _LineLogger(logger, "stdout"), _LineLogger(logger, "stderr")
+    if not structlog.is_configured():
+        # structlog's default logger prints to whatever sys.stdout is at call time, which is
+        # about to be the capturing stream itself: bind logging to the real streams first.
+        configure(None, console=sys.stderr)
+    out = _LineLogger(logger, "stdout", sys.stdout)
+    err = _LineLogger(logger, "stderr", sys.stderr)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             yield

@@ -66,6 +66,8 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | 
     """
     entries = manifest.select(list(config.only))
     sink = ResultSink(config.out, config.run_id)
+    if not structlog.is_configured():       # called as a library, not through the CLI
+        logs.configure(sink.log_path("driver.jsonl"))
     logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="driver")
     done = final_pairs(config.out, config.run_id) if config.resume else set()
     items = pending_items(entries, done, config.modes)
