@@ -191,7 +191,17 @@ def test_aoti_stage_compiles_reloads_and_compares(write_manifest, fresh_loader):
     (ok,) = run_entry(manifest.entries[0], PipelineOptions(aoti=True), loader=fresh_loader)
     assert ok.status == "PASS" and ok.stage_status["aoti"] == "passed", ok.message
     assert ok.seconds["aoti"] > 0
-    # A Python scalar output comes back from AOTInductor as a tensor: a real difference.
-    (scalar,) = run_entry(PATHO.get("patho/control_scalar_output"), PipelineOptions(aoti=True),
+    # A Python float output does not compile ("Unexpected output types"); an int output
+    # compiles but comes back from AOTInductor as a tensor: a real difference from eager.
+    (floats,) = run_entry(PATHO.get("patho/control_scalar_output"), PipelineOptions(aoti=True),
                           loader=fresh_loader, modes=("non-strict",))
-    assert scalar.category == "AOTI_MISMATCH" and scalar.failed_stage == "aoti"
+    assert floats.category == "AOTI_COMPILE_ERROR" and floats.failed_stage == "aoti"
+    assert "Unexpected output types" in (floats.message or "")
+    ints = load_manifest(write_manifest("""
+        version: 1
+        entries:
+          - {name: ints, entrypoint: "models/tiny.py:make_int_output", inputs: [{shape: [2, 4]}],
+             modes: [non-strict]}
+    """, name="ints.yaml")).entries[0]
+    (mismatch,) = run_entry(ints, PipelineOptions(aoti=True), loader=fresh_loader)
+    assert mismatch.category == "AOTI_MISMATCH" and mismatch.failed_stage == "aoti"

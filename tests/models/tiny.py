@@ -101,3 +101,14 @@ def make_specialize():
 
 def not_a_model():
     return 42
+
+
+class IntOutput(nn.Module):
+    """Returns a Python int beside a tensor: AOTInductor hands it back as a tensor."""
+
+    def forward(self, x):
+        return {"y": x * 2, "n": 3}
+
+
+def make_int_output():
+    return IntOutput()
