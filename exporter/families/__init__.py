@@ -26,7 +26,7 @@ from exporter.errors import ExportsweepError
 
 __all__ = [
     "COMMON_KEYS", "SOURCES", "FamilyError", "FamilyModel", "FamilyUnavailable",
-    "UnknownModel", "expand", "family_keys",
+    "UnknownModel", "expand", "family_keys", "import_library",
 ]
 
 SOURCES: tuple[str, ...] = ("torchvision", "timm", "transformers")
@@ -104,6 +104,14 @@ def _family(source: str) -> _Family:
             f"unknown family source {source!r}; expected one of {', '.join(SOURCES)}")
     module: ModuleType = importlib.import_module(f"{__name__}.{source}")
     return module  # type: ignore[return-value]
+
+
+def import_library(source: str, module: str) -> ModuleType:
+    """Import the library behind a family, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise FamilyUnavailable(source) from exc
 
 
 def family_keys(source: str) -> frozenset[str]:

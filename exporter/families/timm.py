@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Mapping
 
-from exporter.families import FamilyModel, FamilyUnavailable
+from exporter.families import FamilyModel, import_library
 
 SOURCE = "timm"
 ENTRYPOINT = "exporter.families.timm:build"
@@ -17,11 +17,7 @@ EXTRA_KEYS: frozenset[str] = frozenset()
 
 
 def _timm() -> Any:
-    try:
-        import timm
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise FamilyUnavailable(SOURCE) from exc
-    return timm
+    return import_library(SOURCE, "timm")
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ import functools
 import inspect
 from typing import Any, Mapping
 
-from exporter.families import FamilyError, FamilyModel, FamilyUnavailable
+from exporter.families import FamilyError, FamilyModel, import_library
 
 SOURCE = "torchvision"
 ENTRYPOINT = "exporter.families.torchvision:build"
@@ -39,11 +39,7 @@ VIDEO_FRAMES = 8           # enough for the 3D CNNs' temporal strides; cheap on 
 
 
 def _models() -> Any:
-    try:
-        import torchvision.models as models
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise FamilyUnavailable(SOURCE) from exc
-    return models
+    return import_library(SOURCE, "torchvision.models")
 
 
 @functools.lru_cache(maxsize=1)
