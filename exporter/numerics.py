@@ -184,11 +184,8 @@ def plan_sizes(ep: torch.export.ExportedProgram, leaves: list[Any], count: int,
     """
     import sympy
 
-    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"
-                    and n.name in set(ep.graph_signature.user_inputs)]
     tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
-    metas = [n.meta.get("val") for n in placeholders]
-    metas = [m for m in metas if isinstance(m, torch.Tensor)]
+    metas = _input_metas(ep)
     if len(metas) != len(tensors):
         return SizePlan(reason="cannot match program inputs to example tensors")
     example: dict[str, int] = {}
@@ -230,13 +227,18 @@ def _other_sizes(value: int, lo: int, hi: float, count: int) -> list[int]:
     return out[:count]
 
 
+def _input_metas(ep: torch.export.ExportedProgram) -> list[torch.Tensor]:
+    """The fake tensors of the program's user inputs, in input order (symbolic sizes)."""
+    user_inputs = set(ep.graph_signature.user_inputs)
+    vals = (n.meta.get("val") for n in ep.graph.nodes
+            if n.op == "placeholder" and n.name in user_inputs)
+    return [v for v in vals if isinstance(v, torch.Tensor)]
+
+
 def resize_leaves(ep: torch.export.ExportedProgram, leaves: list[Any],
                   assignment: dict[str, int], declared: Declared | None = None) -> list[Any]:
     """New input leaves whose dynamic dims take the assigned sizes (tiling real data)."""
-    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"
-                    and n.name in set(ep.graph_signature.user_inputs)]
-    metas = iter([m for m in (n.meta.get("val") for n in placeholders)
-                  if isinstance(m, torch.Tensor)])
+    metas = iter(_input_metas(ep))
     out = []
     for leaf in leaves:
         if not isinstance(leaf, torch.Tensor):

@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator import logs
     from orchestrator.driver import OrchestratorError, RayConfig
     from orchestrator.scheduling import RecyclePolicy, RetryPolicy
-    from orchestrator.sink import log_path, run_dir
+    from orchestrator.sink import log_path
     from orchestrator.sweep import SweepConfig, new_run_id, run_sweep
 
     manifest = load_manifest(args.manifest)
@@ -152,8 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = args.resume or args.run_id or new_run_id()
     if not _valid_run_id(run_id):
         raise UsageError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
-    if args.resume and not os.path.isdir(run_dir(args.out, run_id)):
-        raise UsageError(f"--resume {run_id}: no such run in {args.out}")
+    if args.resume:
+        _require_run(args.out, run_id, "--resume: ")
     logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
     config = SweepConfig(out=args.out, run_id=run_id, pipeline=_pipeline_options(args),
                          only=tuple(args.only), modes=tuple(args.modes) if args.modes else None,
@@ -174,7 +174,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from orchestrator import diff
-    from orchestrator.sink import run_dir
     from orchestrator.sweep import read_final_rows
 
     gates = [g.strip() for g in args.fail_on.split(",") if g.strip()]
@@ -182,9 +181,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--fail-on {unknown[0]!r}: choose from {', '.join(diff.GATES)}")
     base_dir = args.base_dir or args.dir
-    for folder, run_id in ((base_dir, args.base_run), (args.dir, args.new_run)):
-        if not os.path.isdir(run_dir(folder, run_id)):
-            raise UsageError(f"no run {run_id!r} in {folder}")
+    _require_run(base_dir, args.base_run)
+    _require_run(args.dir, args.new_run)
     changes = diff.compare_runs(read_final_rows(base_dir, args.base_run),
                                 read_final_rows(args.dir, args.new_run),
                                 diff.Thresholds(args.max_err, args.time_ratio,
@@ -205,11 +203,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_junit(args: argparse.Namespace) -> int:
     from orchestrator.junit import to_junit
-    from orchestrator.sink import run_dir
     from orchestrator.sweep import read_final_rows
 
-    if not os.path.isdir(run_dir(args.dir, args.run)):
-        raise UsageError(f"no run {args.run!r} in {args.dir}")
+    _require_run(args.dir, args.run)
     rows = read_final_rows(args.dir, args.run)
     to_junit(rows, args.run).write(args.output, encoding="utf-8", xml_declaration=True)
     print(f"{len(rows)} test cases written to {args.output}")
@@ -257,6 +253,12 @@ def cmd_repro(args: argparse.Namespace) -> int:
             print(r.traceback or r.message or "")
         failed = failed or r.status in ("FAIL", "ERROR")
     return EXIT_FAILED_ROW if failed else EXIT_OK
+
+
+def _require_run(folder: str, run_id: str, prefix: str = "") -> None:
+    from orchestrator.sink import run_dir
+    if not os.path.isdir(run_dir(folder, run_id)):
+        raise UsageError(f"{prefix}no run {run_id!r} in {folder}")
 
 
 def _positive_int(text: str) -> int:

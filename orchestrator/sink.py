@@ -33,6 +33,7 @@ class ResultSink:
     """Appends rows of one run; every :meth:`write` publishes one atomic Parquet file."""
 
     def __init__(self, out: str, run_id: str) -> None:
+        self.out, self.run_id = out, run_id
         self.dir = run_dir(out, run_id)
         os.makedirs(self.dir, exist_ok=True)
         self.files_written = 0
@@ -64,7 +65,7 @@ class ResultSink:
         return final
 
     def log_path(self, name: str) -> str:
-        return os.path.join(self.dir, LOG_DIR, name)
+        return log_path(self.out, self.run_id, name)
 
 
 def log_path(out: str, run_id: str, name: str) -> str:
