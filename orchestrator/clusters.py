@@ -8,13 +8,14 @@ results, and skipped by readers of the results because of the leading ``_``).
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from orchestrator import storage
+from orchestrator.storage import Location
 
 FAILING = ("FAIL", "XFAIL", "ERROR")
 CLUSTERS_DIR = "_clusters"
@@ -70,20 +71,22 @@ def _distinct(rows: list[dict[str, Any]], key: str) -> list[str]:
     return sorted({r[key] for r in rows if r.get(key)})
 
 
-def clusters_path(out: str, run_id: str) -> str:
-    return os.path.join(out, CLUSTERS_DIR, f"run_id={run_id}", "clusters.parquet")
+def clusters_path(loc: Location, run_id: str) -> str:
+    return loc.path(CLUSTERS_DIR, f"run_id={run_id}", "clusters.parquet")
 
 
 def write_clusters(out: str, run_id: str, clusters: list[Cluster]) -> str:
     """Replace the run's clusters table atomically (it is recomputed after a resume)."""
-    path = clusters_path(out, run_id)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), ".clusters.parquet.tmp")
-    pq.write_table(pa.Table.from_pylist([asdict(c) for c in clusters], schema=CLUSTER_SCHEMA), tmp)
-    os.replace(tmp, path)
+    loc = storage.location(out)
+    path = clusters_path(loc, run_id)
+    storage.publish_table(loc, path, pa.Table.from_pylist([asdict(c) for c in clusters],
+                                                          schema=CLUSTER_SCHEMA))
     return path
 
 
 def read_clusters(out: str, run_id: str) -> list[dict[str, Any]]:
-    path = clusters_path(out, run_id)
-    return pq.read_table(path).to_pylist() if os.path.exists(path) else []
+    loc = storage.location(out)
+    path = clusters_path(loc, run_id)
+    if not storage.exists(loc, path):
+        return []
+    return storage.open_parquet(loc, path).read().to_pylist()

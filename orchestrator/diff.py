@@ -21,7 +21,8 @@ OK_STATUSES = frozenset({"PASS", "XPASS"})
 GATES = {"regression": {"NEW_FAILURE", "REGRESSED"}, "new_failure": {"NEW_FAILURE"},
          "regressed": {"REGRESSED"}, "missing": {"MISSING"},
          "category_changed": {"CATEGORY_CHANGED"}, "signature_changed": {"SIGNATURE_CHANGED"},
-         "new_entry": {"NEW_ENTRY"}, "drift": set(), "xpass": set()}
+         "new_entry": {"NEW_ENTRY"}, "drift": set(), "xpass": set(),
+         "incomplete": set()}   # data problems (missing / torn files): judged by the CLI
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,10 @@ def counts(changes: list[Change]) -> dict[str, int]:
 
 # -- rendering ------------------------------------------------------------------------------
 
-def to_json(changes: list[Change], base: str, new: str) -> str:
+def to_json(changes: list[Change], base: str, new: str, problems: list[str] = ()) -> str:
     return json.dumps({"base_run": base, "new_run": new, "counts": counts(changes),
-                       "changes": [asdict(c) for c in changes]}, indent=2)
+                       "problems": list(problems), "changes": [asdict(c) for c in changes]},
+                      indent=2)
 
 
 def to_table(changes: list[Change], base: str, new: str, show_unchanged: bool = False) -> str:
@@ -153,10 +155,11 @@ def to_table(changes: list[Change], base: str, new: str, show_unchanged: bool = 
     return "\n".join(lines)
 
 
-def to_markdown(changes: list[Change], base: str, new: str) -> str:
+def to_markdown(changes: list[Change], base: str, new: str, problems: list[str] = ()) -> str:
     lines = [f"### exportsweep: `{base}` → `{new}`", "",
              " · ".join(f"**{n}** {k.lower().replace('_', ' ')}" for k, n in counts(changes).items()),
              ""]
+    lines += [f"> ⚠️ {p}" for p in problems] + ([""] if problems else [])
     shown = [c for c in changes if c.change != "UNCHANGED" or c.drift or c.update_expectation]
     if shown:
         lines += ["| change | entry | mode | base | new | notes |", "|---|---|---|---|---|---|"]

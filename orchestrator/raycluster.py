@@ -16,7 +16,7 @@ import structlog
 from exporter.manifest import Manifest
 from orchestrator.driver import OrchestratorError, RayConfig, Supervisor, size_pools
 from orchestrator.scheduling import WorkItem, WorkQueue
-from orchestrator.sink import LOG_DIR, ResultSink
+from orchestrator.sink import ResultSink
 
 log = structlog.get_logger("exportsweep.ray")
 
@@ -30,7 +30,7 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: Any, ray_confi
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")      # read when ray is imported
     import ray
 
-    log_dir = os.path.join(os.path.abspath(sink.dir), LOG_DIR)
+    log_dir = os.path.abspath(sink.log_dir())
     started_here = connect(ray_config, log_dir)
     supervisor = Supervisor(ray_config, config.pipeline, config.run_id,
                             manifest.path, sink,
@@ -42,7 +42,7 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: Any, ray_confi
                  resources={k: v for k, v in resources.items() if not k.startswith("node:")})
         supervisor.start_pools(cpu_workers, gpu_workers)
         supervisor.run(WorkQueue(items))
-        return {"address": ray_config.address or "embedded", "cpu_workers": cpu_workers,
+        return {"address": joined_address(ray_config) or "embedded", "cpu_workers": cpu_workers,
                 "gpu_workers": gpu_workers, "nodes": len([n for n in ray.nodes() if n["Alive"]]),
                 "resources": {k: v for k, v in resources.items() if not k.startswith("node:")},
                 "workers_started": supervisor.counter}
@@ -62,16 +62,24 @@ def connect(config: RayConfig, log_dir: str) -> bool:
                   configure_logging=True)
     if ray.is_initialized():
         return False
+    address = joined_address(config)
     try:
-        if config.address is None:
+        if address is None:
             ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                      object_store_memory=config.object_store_mb << 20, **common)
             return True
-        _check_reachable(config.address)
-        ray.init(address=config.address, **common)
+        _check_reachable(address)
+        ray.init(address=address, **common)
         return False
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise OrchestratorError(f"cannot reach Ray at {config.address or 'local'}: {exc}") from exc
+        raise OrchestratorError(f"cannot reach Ray at {address or 'local'}: {exc}") from exc
+
+
+def joined_address(config: RayConfig) -> str | None:
+    """The cluster to join, or None for an embedded one.  Inside a Ray Job (``exportsweep
+    submit``, KubeRay) Ray sets RAY_ADDRESS for the entrypoint: the sweep joins that cluster,
+    as ``ray.init()`` would, rather than starting a private one on the head node."""
+    return config.address or os.environ.get("RAY_ADDRESS") or None
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -1,23 +1,24 @@
 """Write result rows as a hive-partitioned Parquet dataset, crash-safely.
 
-Each flush is one small file written under a dot-prefixed temporary name,
-fsync'ed, then renamed into ``DIR/run_id=<id>/``.  Readers (pyarrow.dataset,
-DuckDB) skip dot-files, so a crash at any moment leaves either a whole file or
-nothing; a single long-lived ParquetWriter would leave an unreadable file.
+Each flush is one small Parquet file published atomically under a unique name in
+``OUT/run_id=<id>/`` (see :mod:`orchestrator.storage`): a crash at any moment leaves either
+a whole file or nothing, where a single long-lived ParquetWriter would leave an unreadable
+one.  ``OUT`` is a local folder or an object-store URI.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from typing import Any
 
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from exporter.schema import SCHEMA, to_table
-
+from orchestrator import storage
+from orchestrator.storage import Location
 
 # Metadata beside the rows starts with "_" so that dataset readers (pyarrow, DuckDB's
 # hive globbing) skip it, as they skip Hadoop's _SUCCESS: ds.dataset(DIR) must stay readable.
@@ -25,8 +26,14 @@ RUN_META = "_run.json"
 LOG_DIR = "_logs"
 
 
+def run_dir_name(run_id: str) -> str:
+    return f"run_id={run_id}"
+
+
 def run_dir(out: str, run_id: str) -> str:
-    return os.path.join(out, f"run_id={run_id}")
+    """The run's folder as a path (local) or URI (object store), for messages and readers."""
+    return f"{out.rstrip('/')}/{run_dir_name(run_id)}" if "://" in out else \
+        os.path.join(out, run_dir_name(run_id))
 
 
 class ResultSink:
@@ -34,8 +41,11 @@ class ResultSink:
 
     def __init__(self, out: str, run_id: str) -> None:
         self.out, self.run_id = out, run_id
+        self.loc: Location = storage.location(out)
         self.dir = run_dir(out, run_id)
-        os.makedirs(self.dir, exist_ok=True)
+        self.path = self.loc.path(run_dir_name(run_id))
+        if self.loc.local:
+            os.makedirs(self.path, exist_ok=True)
         self.files_written = 0
         self.rows_written = 0
 
@@ -43,44 +53,48 @@ class ResultSink:
         if not rows:
             return None
         name = f"part-{self.files_written:05d}-{uuid.uuid4().hex[:8]}.parquet"
-        final = os.path.join(self.dir, name)
-        tmp = os.path.join(self.dir, f".{name}.tmp")
-        pq.write_table(to_table(rows), tmp, compression="zstd")
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(self.dir)
+        storage.publish_table(self.loc, self.loc.path(run_dir_name(self.run_id), name),
+                              to_table(rows))
         self.files_written += 1
         self.rows_written += len(rows)
-        return final
+        return name
 
-    def write_json(self, name: str, payload: dict[str, Any]) -> str:
-        final = os.path.join(self.dir, name)
-        tmp = os.path.join(self.dir, f".{name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(self.dir)
-        return final
+    def write_json(self, name: str, payload: dict[str, Any]) -> None:
+        text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+        storage.publish_bytes(self.loc, self.loc.path(run_dir_name(self.run_id), name),
+                              text.encode())
+
+    def log_dir(self) -> str:
+        return log_dir(self.out, self.run_id)
 
     def log_path(self, name: str) -> str:
-        return log_path(self.out, self.run_id, name)
+        return os.path.join(self.log_dir(), name)
+
+    def publish_logs(self) -> int:
+        """Object stores: copy the driver's local logs next to the rows (a local run has them)."""
+        if self.loc.local:
+            return 0
+        return storage.upload_folder(self.log_dir(), self.loc,
+                                     self.loc.path(run_dir_name(self.run_id), LOG_DIR))
+
+
+def log_dir(out: str, run_id: str) -> str:
+    """Logs are appended to as they happen, so they live on a local disk: in the run's folder
+    for a local ``out``, else in a temporary folder uploaded when the run ends."""
+    loc = storage.location(out)
+    if loc.local:
+        return os.path.join(loc.path(run_dir_name(run_id)), LOG_DIR)
+    return os.path.join(tempfile.gettempdir(), "exportsweep-logs", run_id)
 
 
 def log_path(out: str, run_id: str, name: str) -> str:
-    return os.path.join(run_dir(out, run_id), LOG_DIR, name)
+    return os.path.join(log_dir(out, run_id), name)
 
 
 def read_dataset(out: str) -> ds.Dataset:
-    """The whole results folder as one dataset, partitioned by run."""
-    return ds.dataset(out, format="parquet", partitioning="hive", schema=SCHEMA)
-
-
-def _fsync(path: str) -> None:
-    """Flush a file's data, or a directory's entries (so a rename survives a power cut)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """The whole results folder as one dataset, partitioned by run (for ad-hoc analysis;
+    exportsweep's own readers go through :func:`orchestrator.runs.read_run`, which checks
+    the files first)."""
+    loc = storage.location(out)
+    return ds.dataset(loc.root, filesystem=loc.fs, format="parquet", partitioning="hive",
+                      schema=SCHEMA)

@@ -25,12 +25,14 @@ from exporter.freshload import FreshLoader
 from exporter.manifest import Manifest
 from exporter.pipeline import run_entry
 from exporter.record import Record
-from exporter.schema import SCHEMA, RowContext, row
+from exporter.schema import RowContext, row
 from exporter.spec import Entry, PipelineOptions
 from orchestrator import console, logs
 from orchestrator.clusters import cluster_rows, write_clusters
 from orchestrator.scheduling import WorkItem, pending_items
-from orchestrator.sink import RUN_META, ResultSink, run_dir
+from orchestrator.runs import final_pairs, read_run, run_files
+from orchestrator.sink import RUN_META, ResultSink
+from orchestrator.storage import location
 
 if TYPE_CHECKING:
     from orchestrator.driver import RayConfig
@@ -74,6 +76,7 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | 
     started = time.time()
     meta = run_metadata(manifest, config, entries, started)
     meta["executor"] = "in-process" if ray_config is None else "ray"
+    meta["expected_pairs"] = len(done) + sum(len(i.modes) for i in items)
     if config.resume:
         meta["resumed_from_rows"] = len(done)
     sink.write_json(RUN_META, meta)
@@ -87,14 +90,18 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | 
         meta["cluster"] = run_on_ray(items, manifest, config, ray_config, sink, progress.rows_done)
     progress.close()
     finished = time.time()
-    final = read_final_rows(config.out, config.run_id)
+    written = read_run(config.out, config.run_id)
+    final = written.final_rows
     found = cluster_rows(final)
     write_clusters(config.out, config.run_id, found)
+    # The file list lets readers tell a complete run from one that lost files later.
     meta.update(finished_at=_iso(finished), wall_s=round(finished - started, 2),
                 counts=console.count_statuses(final), rows=len(final),
-                files=sink.files_written, clusters=len(found))
+                parts=_parts(config.out, config.run_id), clusters=len(found))
     sink.write_json(RUN_META, meta)
-    logger.info("sweep finished", wall_s=meta["wall_s"], counts=meta["counts"])
+    logger.info("sweep finished", wall_s=meta["wall_s"], counts=meta["counts"],
+                problems=written.problems)
+    sink.publish_logs()
     console.summary(final, sink.dir, meta["wall_s"], stream=out, clusters=found)
     return meta
 
@@ -120,25 +127,8 @@ def _run_in_process(items: list[WorkItem], manifest: Manifest, config: SweepConf
             on_rows(rows)
 
 
-def final_pairs(out: str, run_id: str) -> set[tuple[str, str]]:
-    return {(r["entry"], r["mode"]) for r in read_final_rows(out, run_id)}
-
-
-def read_final_rows(out: str, run_id: str) -> list[dict[str, Any]]:
-    """The run's final rows as written on disk (one per (entry, mode); the last wins)."""
-    import pyarrow.dataset as ds
-    path = run_dir(out, run_id)
-    if not os.path.isdir(path):
-        return []
-    table = ds.dataset(path, format="parquet", schema=SCHEMA).to_table(
-        filter=ds.field("final") == True)  # noqa: E712 - a dataset expression, not a bool test
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    def order(r: dict[str, Any]) -> tuple[int, float]:
-        return r["attempt"] or 0, r["finished_at"].timestamp() if r["finished_at"] else 0.0
-
-    for r in sorted(table.to_pylist(), key=order):
-        rows[(r["entry"], r["mode"])] = r
-    return list(rows.values())
+def _parts(out: str, run_id: str) -> dict[str, int]:
+    return run_files(location(out), run_id, {}).parts
 
 
 def _log_record(logger: Any, record: Record) -> None:

@@ -12,7 +12,7 @@ from exporter.schema import RowContext, row
 from exporter.taxonomy import Failure
 from orchestrator import diff
 from orchestrator.sink import ResultSink
-from orchestrator.sweep import read_final_rows
+from orchestrator.runs import read_final_rows
 
 from conftest import REPO
 

@@ -19,7 +19,7 @@ import pytest
 from exporter.record import Record
 from exporter.schema import RowContext
 from orchestrator.scheduling import RecyclePolicy, RetryPolicy, WorkItem, WorkQueue, can_run
-from orchestrator.sweep import read_final_rows
+from orchestrator.runs import read_final_rows
 from orchestrator.worker import travelling_rows
 
 from conftest import REPO

@@ -1,0 +1,209 @@
+"""Reading runs back: which runs a results folder holds, and one run's rows, checked.
+
+Every reader of exportsweep (report, diff, junit, resume, compact) comes through here, so a
+run that lost a file or holds a torn one is *reported* (``RunData.problems``) rather than
+silently read short.  The checks, in order:
+
+- each Parquet file's footer must read (a torn or truncated file does not);
+- a finished run's ``_run.json`` lists its files and their row counts: a listed file that
+  is gone, or holds another number of rows, is reported;
+- ``_run.json`` knows how many (entry, mode) pairs the run set out to do: pairs without a
+  final row are reported (an interrupted run; ``exportsweep run --resume`` finishes it).
+
+A compacted file (``exportsweep compact``) names the files it replaces in its Parquet
+metadata; readers skip those, so a reader racing the compaction never counts a row twice.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from exporter.errors import UsageError
+from exporter.schema import SCHEMA
+from orchestrator import storage
+from orchestrator.sink import RUN_META, run_dir_name
+from orchestrator.storage import Location
+
+RUN_PREFIX = "run_id="
+REPLACES_KEY = "exportsweep.replaces"     # Parquet metadata of a compacted file
+ALIASES = ("latest", "previous")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    started_at: str | None
+    finished_at: str | None
+    meta: dict[str, Any]
+
+
+@dataclass
+class RunFiles:
+    """The Parquet files a reader should read, and what is wrong with the folder."""
+
+    parts: dict[str, int] = field(default_factory=dict)      # name -> rows (footer)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunData:
+    run_id: str
+    meta: dict[str, Any]
+    rows: list[dict[str, Any]]          # every row, every attempt
+    final_rows: list[dict[str, Any]]    # one per (entry, mode): the last attempt
+    problems: list[str]
+
+
+def run_ids(out: str) -> list[str]:
+    loc = storage.location(out)
+    return sorted(info.base_name[len(RUN_PREFIX):] for info in storage.listing(loc, loc.root)
+                  if info.type == storage.pafs.FileType.Directory
+                  and info.base_name.startswith(RUN_PREFIX))
+
+
+def read_meta(out: str, run_id: str) -> dict[str, Any]:
+    loc = storage.location(out)
+    data = storage.read_bytes(loc, loc.path(run_dir_name(run_id), RUN_META))
+    if data is None:
+        return {}
+    try:
+        meta = json.loads(data)
+    except ValueError:
+        return {"_unreadable": True}
+    return meta if isinstance(meta, dict) else {}
+
+
+def list_runs(out: str) -> list[RunInfo]:
+    """Every run in ``out``, oldest first (by start time, then id)."""
+    runs = []
+    for run_id in run_ids(out):
+        meta = read_meta(out, run_id)
+        runs.append(RunInfo(run_id, meta.get("started_at"), meta.get("finished_at"), meta))
+    return sorted(runs, key=lambda r: (r.started_at or "", r.run_id))
+
+
+def run_exists(out: str, run_id: str) -> bool:
+    loc = storage.location(out)
+    return storage.is_dir(loc, loc.path(run_dir_name(run_id)))
+
+
+def resolve_run(out: str, ref: str) -> str:
+    """A run id from ``latest``, ``previous`` (the one before latest) or an id."""
+    if ref not in ALIASES:
+        if not run_exists(out, ref):
+            known = run_ids(out)
+            hint = f" (runs there: {', '.join(known[-5:])})" if known else " (it holds no runs)"
+            raise UsageError(f"{out}: no run {ref!r}{hint}")
+        return ref
+    runs = list_runs(out)
+    need = 1 if ref == "latest" else 2
+    if len(runs) < need:
+        raise UsageError(f"{out}: no {ref} run: it holds {len(runs)} run(s)")
+    return runs[-need].run_id
+
+
+def previous_run(out: str, run_id: str) -> str | None:
+    ids = [r.run_id for r in list_runs(out)]
+    if run_id not in ids:
+        return None
+    i = ids.index(run_id)
+    return ids[i - 1] if i > 0 else None
+
+
+def run_files(loc: Location, run_id: str, meta: dict[str, Any]) -> RunFiles:
+    """Check the run's folder (see the module docstring) and pick the files to read."""
+    folder = loc.path(run_dir_name(run_id))
+    found = RunFiles()
+    footers: dict[str, int] = {}
+    replaced: set[str] = set()
+    for info in storage.listing(loc, folder):
+        name = info.base_name
+        if info.type != storage.pafs.FileType.File or not name.endswith(".parquet") \
+                or name.startswith((".", "_")):
+            continue
+        try:
+            pf = storage.open_parquet(loc, posixpath.join(folder, name))
+            footers[name] = pf.metadata.num_rows
+            extra = (pf.schema_arrow.metadata or {}).get(REPLACES_KEY.encode())
+            if extra:
+                replaced.update(json.loads(extra))
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            found.problems.append(f"{name}: torn or unreadable Parquet file, its rows are "
+                                  f"not counted ({_short(exc)})")
+    found.parts = {n: rows for n, rows in footers.items() if n not in replaced}
+    listed = meta.get("parts")
+    if isinstance(listed, dict) and meta.get("finished_at"):
+        for name, rows in sorted(listed.items()):
+            if name in replaced:
+                continue
+            if name not in footers and not any(name in p for p in found.problems):
+                found.problems.append(f"{name}: listed in {RUN_META} with {rows} rows but missing")
+            elif name in footers and footers[name] != rows:
+                found.problems.append(f"{name}: holds {footers[name]} rows, {RUN_META} "
+                                      f"says {rows}")
+    return found
+
+
+def read_run(out: str, run_id: str) -> RunData:
+    """All of a run's rows (checked), its final rows and what is wrong with it."""
+    loc = storage.location(out)
+    meta = read_meta(out, run_id)
+    files = run_files(loc, run_id, meta)
+    problems = list(files.problems)
+    if meta.get("_unreadable"):
+        problems.append(f"{RUN_META} is unreadable")
+    tables = []
+    folder = loc.path(run_dir_name(run_id))
+    for name in sorted(files.parts):
+        try:
+            tables.append(storage.open_parquet(loc, posixpath.join(folder, name)).read())
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            problems.append(f"{name}: could not be read ({_short(exc)})")
+    rows = _rows(tables)
+    final = final_rows_of(rows)
+    expected = meta.get("expected_pairs")
+    if isinstance(expected, int) and len(final) < expected:
+        state = "finished" if meta.get("finished_at") else "not finished (running or interrupted)"
+        problems.append(f"{expected - len(final)} of {expected} (entry, mode) pairs have no "
+                        f"result: the run is {state}; `exportsweep run MANIFEST --out {out} "
+                        f"--resume {run_id}` completes it")
+    elif meta and not meta.get("finished_at") and not meta.get("_unreadable"):
+        problems.append("the run has not finished (running or interrupted)")
+    return RunData(run_id, meta, rows, final, problems)
+
+
+def read_final_rows(out: str, run_id: str) -> list[dict[str, Any]]:
+    return read_run(out, run_id).final_rows
+
+
+def final_pairs(out: str, run_id: str) -> set[tuple[str, str]]:
+    return {(r["entry"], r["mode"]) for r in read_final_rows(out, run_id)}
+
+
+def final_rows_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (entry, mode): among rows marked final, the last attempt wins."""
+    def order(r: dict[str, Any]) -> tuple[int, float]:
+        return r["attempt"] or 0, r["finished_at"].timestamp() if r["finished_at"] else 0.0
+
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in sorted((r for r in rows if r.get("final")), key=order):
+        chosen[(r["entry"], r["mode"])] = r
+    return list(chosen.values())
+
+
+def _rows(tables: list[pa.Table]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for table in tables:
+        # Files of an older schema version lack newer columns: read what is there, None for the rest.
+        rows.extend({name: r.get(name) for name in SCHEMA.names} for r in table.to_pylist())
+    return rows
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
