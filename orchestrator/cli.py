@@ -12,10 +12,13 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from exporter.errors import ExportsweepError, UsageError
 from exporter.spec import MODES, PipelineOptions
+
+if TYPE_CHECKING:
+    from orchestrator.runs import RunData
 
 EXIT_OK, EXIT_FAILED_ROW, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -80,17 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     diff = sub.add_parser("diff", help="what changed between two runs, per entry and mode")
-    diff.add_argument("dir", help="results folder holding NEW_RUN (and BASE_RUN, unless "
+    diff.add_argument("dir", help="results folder or URI holding NEW_RUN (and BASE_RUN, unless "
                       "--base-dir)")
-    diff.add_argument("base_run")
-    diff.add_argument("new_run")
+    diff.add_argument("base_run", help="a run id, or 'previous' (the run before the latest)")
+    diff.add_argument("new_run", help="a run id, or 'latest'")
     diff.add_argument("--base-dir", help="results folder holding BASE_RUN")
     diff.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     diff.add_argument("--all", action="store_true", help="also list unchanged pairs (table)")
     diff.add_argument("--fail-on", default="", metavar="LIST",
                       help="exit 1 on any of these: regression (new failures and earlier "
                            "stages), new_failure, regressed, missing, category_changed, "
-                           "signature_changed, new_entry, drift, xpass")
+                           "signature_changed, new_entry, drift, xpass, incomplete (a run "
+                           "with missing or torn files, or pairs without a result)")
     diff.add_argument("--max-err", type=_positive_float, default=1e-4, metavar="X",
                       help="numeric drift: new max_abs_err above X and grown (default 1e-4)")
     diff.add_argument("--time-ratio", type=_positive_float, default=1.5, metavar="R",
@@ -100,10 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     diff.set_defaults(func=cmd_diff)
 
     junit = sub.add_parser("junit", help="write a run as JUnit XML for CI systems")
-    junit.add_argument("dir", help="results folder")
-    junit.add_argument("--run", required=True, metavar="ID", help="the run to convert")
-    junit.add_argument("-o", "--output", default="junit.xml", help="file to write")
+    junit.add_argument("dir", help="results folder or URI")
+    junit.add_argument("--run", default="latest", metavar="ID",
+                       help="the run to convert (default: latest)")
+    junit.add_argument("-o", "--output", default="junit.xml", help="file or URI to write")
     junit.set_defaults(func=cmd_junit)
+
+    compact = sub.add_parser("compact", help="merge a finished run's small files into one")
+    compact.add_argument("dir", help="results folder or URI")
+    compact.add_argument("--run", required=True, metavar="ID", help="the run to compact")
+    compact.set_defaults(func=cmd_compact)
 
     validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
     validate.add_argument("manifest")
@@ -174,41 +184,58 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from orchestrator import diff
-    from orchestrator.sweep import read_final_rows
+    from orchestrator.runs import read_run
 
     gates = [g.strip() for g in args.fail_on.split(",") if g.strip()]
     unknown = [g for g in gates if g not in diff.GATES]
     if unknown:
         raise UsageError(f"--fail-on {unknown[0]!r}: choose from {', '.join(diff.GATES)}")
     base_dir = args.base_dir or args.dir
-    _require_run(base_dir, args.base_run)
-    _require_run(args.dir, args.new_run)
-    changes = diff.compare_runs(read_final_rows(base_dir, args.base_run),
-                                read_final_rows(args.dir, args.new_run),
+    new_id = _resolve_run(args.dir, args.new_run)
+    base_id = _resolve_run(base_dir, args.base_run)
+    base, new = read_run(base_dir, base_id), read_run(args.dir, new_id)
+    problems = _warn_problems(base) + _warn_problems(new)
+    changes = diff.compare_runs(base.final_rows, new.final_rows,
                                 diff.Thresholds(args.max_err, args.time_ratio,
                                                 mem_ratio=args.mem_ratio))
     if args.format == "json":
-        print(diff.to_json(changes, args.base_run, args.new_run))
+        print(diff.to_json(changes, base_id, new_id, problems))
     elif args.format == "markdown":
-        print(diff.to_markdown(changes, args.base_run, args.new_run), end="")
+        print(diff.to_markdown(changes, base_id, new_id, problems), end="")
     else:
-        print(diff.to_table(changes, args.base_run, args.new_run, show_unchanged=args.all))
+        print(diff.to_table(changes, base_id, new_id, show_unchanged=args.all))
     tripped = diff.gate(changes, gates)
-    if tripped:
-        sys.stderr.write(f"exportsweep: --fail-on {args.fail_on}: {len(tripped)} change(s) "
-                         f"trip the gate\n")
+    if tripped or ("incomplete" in gates and problems):
+        what = f"{len(tripped)} change(s)" + (f" and {len(problems)} data problem(s)"
+                                              if "incomplete" in gates and problems else "")
+        sys.stderr.write(f"exportsweep: --fail-on {args.fail_on}: {what} trip the gate\n")
         return EXIT_FAILED_ROW
     return EXIT_OK
 
 
 def cmd_junit(args: argparse.Namespace) -> int:
     from orchestrator.junit import to_junit
-    from orchestrator.sweep import read_final_rows
+    from orchestrator.runs import read_run
+    from orchestrator.storage import write_output
 
-    _require_run(args.dir, args.run)
-    rows = read_final_rows(args.dir, args.run)
-    to_junit(rows, args.run).write(args.output, encoding="utf-8", xml_declaration=True)
-    print(f"{len(rows)} test cases written to {args.output}")
+    run_id = _resolve_run(args.dir, args.run)
+    run = read_run(args.dir, run_id)
+    _warn_problems(run)
+    tree = to_junit(run.final_rows, run_id)
+    import io
+    buf = io.BytesIO()
+    tree.write(buf, encoding="utf-8", xml_declaration=True)
+    write_output(args.output, buf.getvalue())
+    print(f"{len(run.final_rows)} test cases of run {run_id} written to {args.output}")
+    return EXIT_OK
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from orchestrator.compact import compact_run
+
+    run_id = _resolve_run(args.dir, args.run)
+    result = compact_run(args.dir, run_id)
+    print(result.summary())
     return EXIT_OK
 
 
@@ -256,9 +283,22 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def _require_run(folder: str, run_id: str, prefix: str = "") -> None:
-    from orchestrator.sink import run_dir
-    if not os.path.isdir(run_dir(folder, run_id)):
+    from orchestrator.runs import run_exists
+    if not run_exists(folder, run_id):
         raise UsageError(f"{prefix}no run {run_id!r} in {folder}")
+
+
+def _resolve_run(folder: str, ref: str) -> str:
+    """A run id from the command line: an id, 'latest' or 'previous' (exit 2 when unknown)."""
+    from orchestrator.runs import resolve_run
+    return resolve_run(folder, ref)
+
+
+def _warn_problems(run: "RunData") -> list[str]:
+    """Say on stderr what is wrong with a run's files: never read a run short silently."""
+    for problem in run.problems:
+        sys.stderr.write(f"exportsweep: warning: run {run.run_id}: {problem}\n")
+    return [f"run {run.run_id}: {p}" for p in run.problems]
 
 
 def _positive_int(text: str) -> int:

@@ -1,0 +1,130 @@
+"""exportsweep compact: one file per run, not a row changed, safe beside running sweeps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from exporter.record import Record
+from exporter.schema import RowContext, row
+from orchestrator.compact import CompactError, compact_run, row_hashes
+from orchestrator.runs import read_run
+from orchestrator.sink import RUN_META, ResultSink
+
+BIN = Path(sys.executable).parent
+
+
+def _rows(run_id: str, names: list[str]) -> list[dict]:
+    ctx = RowContext(run_id=run_id)
+    out = []
+    for name in names:
+        r = Record(entry=name, family="manual", mode="strict", device="cpu")
+        r.status, r.total_s, r.message = "FAIL", 1.5, f"boom <{name}>"
+        out.append(row(r, ctx))
+    return out
+
+
+def _finished_run(out: Path, run_id: str, files: int, per_file: int = 3) -> ResultSink:
+    sink = ResultSink(str(out), run_id)
+    for f in range(files):
+        sink.write(_rows(run_id, [f"m{f}-{i}" for i in range(per_file)]))
+    parts = {p.name: per_file for p in Path(sink.dir).glob("part-*.parquet")}
+    sink.write_json(RUN_META, {"run_id": run_id, "started_at": "2026-11-26T00:00:00+00:00",
+                               "finished_at": "2026-11-26T01:00:00+00:00",
+                               "expected_pairs": files * per_file, "parts": parts})
+    return sink
+
+
+def _dataset_hashes(folder: Path) -> Counter:
+    return Counter(row_hashes(ds.dataset(str(folder), format="parquet").to_table()))
+
+
+def test_compaction_merges_every_file_without_changing_a_row(tmp_path):
+    out = tmp_path / "results"
+    _finished_run(out, "r1", files=12)
+    folder = out / "run_id=r1"
+    before = _dataset_hashes(folder)
+    result = compact_run(str(out), "r1")
+    assert (result.files_before, result.rows) == (12, 36)
+    assert [p.name for p in folder.glob("*.parquet")] == [result.output]
+    assert _dataset_hashes(folder) == before
+    run = read_run(str(out), "r1")
+    assert run.problems == [] and len(run.rows) == 36
+    meta = json.loads((folder / RUN_META).read_text())
+    assert meta["parts"] == {result.output: 36} and meta["compacted"]["files"] == 12
+    assert not (folder / "_compact.lock").exists()
+    again = compact_run(str(out), "r1")
+    assert again.output is None and "nothing to do" in again.summary()
+
+
+def test_readers_never_count_a_row_twice_while_old_files_linger(tmp_path):
+    out = tmp_path / "results"
+    _finished_run(out, "r1", files=3)
+    folder = out / "run_id=r1"
+    saved = {p.name: p.read_bytes() for p in folder.glob("part-*.parquet")}
+    compact_run(str(out), "r1")
+    for name, data in saved.items():      # the moment between publishing and deleting
+        (folder / name).write_bytes(data)
+    run = read_run(str(out), "r1")
+    assert len(run.rows) == 9 and run.problems == []
+
+
+def test_compaction_beside_a_sweep_writing_another_run(tmp_path):
+    out = tmp_path / "results"
+    _finished_run(out, "done", files=20)
+    writer = ResultSink(str(out), "running")
+    stop = threading.Event()
+
+    def write_forever() -> None:
+        i = 0
+        while not stop.is_set():
+            writer.write(_rows("running", [f"w{i}"]))
+            i += 1
+
+    thread = threading.Thread(target=write_forever)
+    thread.start()
+    try:
+        result = compact_run(str(out), "done")
+    finally:
+        stop.set()
+        thread.join()
+    assert result.rows == 60
+    assert len(read_run(str(out), "done").rows) == 60
+    running = read_run(str(out), "running")
+    assert len(running.rows) == writer.rows_written > 0
+    with pytest.raises(CompactError, match="not finished"):
+        compact_run(str(out), "running")
+
+
+def test_a_damaged_run_is_left_alone(tmp_path):
+    out = tmp_path / "results"
+    _finished_run(out, "r1", files=3)
+    folder = out / "run_id=r1"
+    victim = sorted(folder.glob("part-*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    files = sorted(p.name for p in folder.glob("*.parquet"))
+    with pytest.raises(CompactError, match="torn or unreadable"):
+        compact_run(str(out), "r1")
+    assert sorted(p.name for p in folder.glob("*.parquet")) == files
+
+
+def test_cli_compacts_and_refuses_a_run_in_use(tmp_path):
+    out = tmp_path / "results"
+    _finished_run(out, "r1", files=4)
+    (out / "run_id=r1" / "_compact.lock").write_text("123")
+    proc = subprocess.run([str(BIN / "exportsweep"), "compact", str(out), "--run", "r1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "another compaction holds" in proc.stderr
+    (out / "run_id=r1" / "_compact.lock").unlink()
+    proc = subprocess.run([str(BIN / "exportsweep"), "compact", str(out), "--run", "r1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 files -> 1" in proc.stdout and "12 rows unchanged (row hashes match)" in proc.stdout
