@@ -53,6 +53,11 @@ class FreshLoader:
     """A pristine zygote: a fresh interpreter that imports torch once and forks one child
     per check.  The zygote never imports model code, so each child is as fresh as a new
     process while costing a fork instead of ``import torch``.  Not thread-safe: one per worker.
+
+    A check on another device than the CPU runs in a new interpreter started by the zygote
+    instead: the zygote's warm-up asks torch whether CUDA is available (fake tensors do),
+    after which CUDA cannot be initialised in a forked child ("Cannot re-initialize CUDA
+    in forked subprocess").
     """
 
     def __init__(self, log_path: str | None = None) -> None:
@@ -148,13 +153,38 @@ def serve() -> None:
     os.dup2(2, 1)         # torch may print: keep stdout for the protocol only
     for line in sys.stdin:
         message = json.loads(line)
-        _import_libraries(message["request"].get("imports", ()))
-        pid = os.fork()
-        if pid == 0:
-            _child(LoadRequest(**message["request"]), message["result"], threads)
+        if _forkable(message["request"]):
+            _import_libraries(message["request"].get("imports", ()))
+            pid = os.fork()
+            if pid == 0:
+                _child(LoadRequest(**message["request"]), message["result"], threads)
+        else:
+            pid = _spawn(message, threads)
         protocol.write(json.dumps({"pid": pid}) + "\n")
         _, status = os.waitpid(pid, 0)
         protocol.write(json.dumps({"pid": pid, "status": status}) + "\n")
+
+
+def _forkable(request: dict[str, Any]) -> bool:
+    """Whether a fork of the zygote can run this check.  Asking torch whether CUDA is
+    available (the warm-up's fake tensors do) poisons fork for CUDA, so a check that runs
+    on CUDA needs a new interpreter."""
+    return request.get("device", "cpu") == "cpu"
+
+
+def _spawn(message: dict[str, Any], threads: int) -> int:
+    """Start a new interpreter for one check (``--child``); returns its pid for waitpid."""
+    argv = [sys.executable, "-m", "exporter.freshload", "--child", json.dumps(message),
+            str(threads)]
+    # stdin is the request pipe: not the child's (stdout already goes to stderr, and the
+    # protocol's descriptor is not inherited).
+    return os.posix_spawn(sys.executable, argv, os.environ, file_actions=[
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])
+
+
+def _spawned_child(message: dict[str, Any], threads: int) -> None:
+    _import_libraries(message["request"].get("imports", ()))
+    _child(LoadRequest(**message["request"]), message["result"], threads)
 
 
 # A pytree type in a program's signature, as torch writes it into models/*.json (the spec
@@ -255,9 +285,13 @@ def _check(request: LoadRequest) -> LoadResult:
     data = torch.load(request.data, weights_only=True)
     t0 = time.perf_counter()
     try:
+        # Inputs first: that also initialises the device in this new process before the
+        # load.  AOTInductor's CUDA runner does not, and crashes (SIGSEGV) when it is the
+        # first to touch CUDA (seen on torch 2.11).
+        inputs = inputs_on(data["inputs"], request.device)
         run, in_spec = (_load_export(request.artifact) if request.kind == "export"
                         else _load_aoti(request.artifact, request.device))
-        args, kwargs = numerics.pytree.tree_unflatten(data["inputs"], in_spec)
+        args, kwargs = numerics.pytree.tree_unflatten(inputs, in_spec)
     except Exception as exc:  # noqa: BLE001
         return LoadResult(False, asdict(classify_exception(exc, f"{stage}.load")),
                           load_s=time.perf_counter() - t0)
@@ -277,6 +311,14 @@ def _check(request: LoadRequest) -> LoadResult:
         category = "ROUNDTRIP_MISMATCH" if request.kind == "export" else "AOTI_MISMATCH"
         failure = asdict(Failure.make(category, stage, cmp.detail))
     return LoadResult(cmp.ok, failure, cmp.max_abs_err, cmp.max_rel_err, load_s, run_s)
+
+
+def inputs_on(leaves: list[Any], device: str) -> list[Any]:
+    """The saved input leaves (always written from the CPU) on the program's device."""
+    import torch
+    if device == "cpu":
+        return leaves
+    return [x.to(device) if isinstance(x, torch.Tensor) else x for x in leaves]
 
 
 def _load_export(path: str) -> tuple[Any, Any]:
@@ -332,4 +374,7 @@ def _load_aoti(path: str, device: str) -> tuple[Any, Any]:
 
 
 if __name__ == "__main__":
-    serve()
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        _spawned_child(json.loads(sys.argv[2]), int(sys.argv[3]))
+    else:
+        serve()

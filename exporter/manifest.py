@@ -204,7 +204,9 @@ def _expand_family(scope: _Scope, spec: Any, defaults: dict[str, Any], base: str
     for model in models:
         raw: dict[str, Any] = {**defaults, **fam_defaults,
                                "tags": list(defaults.get("tags", [])) + list(model.tags)}
-        raw.update({"device": model.device} if "device" not in fam_defaults else {})
+        # The family's suggested device applies only where neither the file's defaults
+        # nor the family's own defaults name one.
+        raw.setdefault("device", model.device)
         for pattern, fields in overrides.items():
             if fnmatch.fnmatchcase(model.name, pattern):
                 used_patterns.add(pattern)

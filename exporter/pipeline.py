@@ -102,7 +102,7 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
             return run_entry(entry, options, loader=own, repro=repro, modes=modes, logger=logger)
     logger = (logger or log).bind(entry=entry.name)
     modes = modes or entry.modes
-    device = _device(entry, options.cuda_fallback)
+    device = _device(entry, options)
     records = [new_record(entry, m, device or "cuda") for m in modes]
     started = time.time()
     for r in records:
@@ -435,13 +435,13 @@ def _publish_artifact(run: ModeRun, path: str) -> None:
         run.record.artifact_path = os.path.abspath(target)
 
 
-def _device(entry: Entry, cuda_fallback: bool) -> str | None:
+def _device(entry: Entry, options: PipelineOptions) -> str | None:
     """The device to run on; None when the entry needs CUDA and cannot have it."""
     if entry.device == "cpu":
         return "cpu"
-    if torch.cuda.is_available():
+    if options.use_cuda and torch.cuda.is_available():
         return "cuda"
-    return "cpu" if entry.device == "any" or cuda_fallback else None
+    return "cpu" if entry.device == "any" or options.cuda_fallback else None
 
 
 def _to_device(value: Any, device: str) -> Any:

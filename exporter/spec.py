@@ -99,3 +99,5 @@ class PipelineOptions:
     dynamic_sizes: int = 2            # how many other sizes the dynamic stage tries
     in_process_deadline: bool = True  # SIGALRM deadline; off where a supervisor kills instead
     cuda_fallback: bool = False       # run `cuda` entries on CPU when CUDA is absent (flagged)
+    use_cuda: bool = True             # False on CPU workers: `any` entries stay on the CPU even
+                                      # where the node has a GPU (it belongs to the GPU workers)

@@ -239,15 +239,18 @@ def _user_check(chain: _Chain) -> str | None:
     return "torch._check" if chain.text_has("Expected cond to be True") else None
 
 
-_TYPE_IN_MESSAGE = re.compile(r"<class '([\w.]+)'>|UserDefinedObjectVariable\((\w+)\)")
+_TYPE_IN_MESSAGE = re.compile(r"<class '([\w.]+)'>|UserDefinedObjectVariable\((\w+)\)|"
+                              r"unhashable type: '([\w.]+)'")
 
 
 def _unsupported_type(chain: _Chain) -> str | None:
     # pytree flattening of an unknown class fails with text only, and differently per mode:
     # non-strict ValueError (inputs) / RuntimeError (outputs); strict UserError(INVALID_INPUT)
     # (inputs, hence this rule runs before INVALID_INPUT) / a bare AssertionError (outputs).
+    # torch 2.11's non-strict export hashes an unknown output's type as a constant first:
+    # TypeError "unhashable type: 'X'" (seen on the H100 machine, torch 2.11.0).
     e = chain.text_has("pytree-flattenable", "Unsupported input type", "which is not a known type",
-                       "Encountered unrecognized type")
+                       "Encountered unrecognized type", "unhashable type: '")
     if e is None:
         return _user_error("INVALID_OUTPUT")(chain)
     m = _TYPE_IN_MESSAGE.search(str(e))
@@ -292,7 +295,8 @@ RULES: tuple[Rule, ...] = (
     Rule("UNSUPPORTED_TYPE", ("export",), _unsupported_type,
          "text 'Unsupported input type' (ValueError) / 'not supported or pytree-flattenable' "
          "(strict UserError INVALID_INPUT) / 'which is not a known type' (RuntimeError) / "
-         "'Encountered unrecognized type' (strict AssertionError); UserError(INVALID_OUTPUT)"),
+         "'Encountered unrecognized type' (strict AssertionError); UserError(INVALID_OUTPUT); "
+         "torch 2.11 non-strict outputs: TypeError 'unhashable type'"),
     Rule("INVALID_INPUT", ("export",), _user_error("INVALID_INPUT"),
          "UserError(error_type=INVALID_INPUT), both modes"),
     Rule("SPEC_VIOLATION", ("export", "verify"), _spec_violation,

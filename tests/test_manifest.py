@@ -106,7 +106,27 @@ def test_family_expansion_with_overrides(write_manifest):
     assert not m.entries[0].expect
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "pathological.yaml", "nightly.yaml", "full.yaml"])
+def test_file_defaults_set_the_device_of_family_entries(write_manifest):
+    path = write_manifest("""
+        version: 1
+        defaults: {device: cuda}
+        families:
+          - {source: torchvision, include: [resnet18]}
+          - source: torchvision
+            include: [squeezenet1_0]
+            defaults: {device: any}
+            overrides: {"torchvision/squeezenet1_0": {device: cpu}}
+          - source: torchvision
+            include: [squeezenet1_1]
+            defaults: {device: any}
+    """)
+    devices = {e.name: e.device for e in load_manifest(path).entries}
+    assert devices == {"torchvision/resnet18": "cuda", "torchvision/squeezenet1_0": "cpu",
+                       "torchvision/squeezenet1_1": "any"}
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "pathological.yaml", "nightly.yaml", "full.yaml",
+                                  "gpu.yaml"])
 def test_shipped_manifests_validate(name):
     m = load_manifest(MANIFESTS / name)
     assert m.entries

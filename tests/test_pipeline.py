@@ -150,6 +150,41 @@ def test_cuda_entry_without_cuda_is_skipped(write_manifest, fresh_loader):
         assert r.status == "SKIP" and "CUDA" in (r.skip_reason or "")
 
 
+def test_cuda_reload_runs_on_cuda_and_not_in_a_fork(fresh_loader, tmp_path):
+    # The saved inputs are CPU tensors; a CUDA program needs them on CUDA.  And the zygote's
+    # warm-up asks torch about CUDA (fake tensors do), which poisons fork: a forked child
+    # could never initialise CUDA ("Cannot re-initialize CUDA in forked subprocess").
+    from exporter.freshload import LoadRequest
+    cuda = torch.cuda.is_available()
+    model = torch.nn.Linear(4, 3).to("cuda" if cuda else "cpu")
+    x = torch.randn(2, 4)
+    ep = torch.export.export(model, (x.to(model.weight.device),))
+    torch.export.save(ep, tmp_path / "p.pt2")
+    with torch.no_grad():
+        expected = model(x.to(model.weight.device)).cpu()
+    torch.save({"inputs": [x], "expected": [expected]}, tmp_path / "io.pt")
+    request = LoadRequest("export", str(tmp_path / "p.pt2"), str(tmp_path / "io.pt"), 1e-5, 1e-5,
+                          device="cuda")
+    result = fresh_loader.check(request, 120.0, str(tmp_path / "result.json"))
+    if cuda:
+        assert result.ok, result.failure
+        return
+    # Without a GPU the inputs cannot go to CUDA: the check fails for lack of CUDA (which
+    # shows the device was honoured), never because the child is a fork.
+    assert not result.ok and result.failure is not None
+    message = result.failure["message"] or ""
+    assert "forked subprocess" not in message, message
+    assert "NVIDIA driver" in message or "CUDA" in message, message
+
+
+def test_reload_inputs_follow_the_program_device():
+    from exporter.freshload import inputs_on
+    leaves = [torch.ones(2), 3, None]
+    assert inputs_on(leaves, "cpu") is leaves
+    moved = inputs_on(leaves, "meta")
+    assert moved[0].device.type == "meta" and moved[1:] == [3, None]
+
+
 def test_kept_artifacts_are_content_addressed(write_manifest, fresh_loader, tmp_path):
     entry = _one(write_manifest, """
   - name: mlp
@@ -205,3 +240,16 @@ def test_aoti_stage_compiles_reloads_and_compares(write_manifest, fresh_loader):
     """, name="ints.yaml")).entries[0]
     (mismatch,) = run_entry(ints, PipelineOptions(aoti=True), loader=fresh_loader)
     assert mismatch.category == "AOTI_MISMATCH" and mismatch.failed_stage == "aoti"
+
+
+def test_cpu_workers_keep_any_entries_off_a_nodes_gpu(monkeypatch):
+    # A CPU worker on a GPU node sees CUDA; the GPU belongs to the GPU workers.
+    from dataclasses import replace as _replace
+
+    from exporter.pipeline import _device
+    from exporter.spec import Entry, PipelineOptions
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    entry = Entry(name="a", entrypoint="m.py:f", source="m.yaml", base_dir=".", device="any")
+    assert _device(entry, PipelineOptions()) == "cuda"
+    assert _device(entry, PipelineOptions(use_cuda=False)) == "cpu"
+    assert _device(_replace(entry, device="cuda"), PipelineOptions(use_cuda=False)) is None

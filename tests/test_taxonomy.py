@@ -114,3 +114,11 @@ def test_readme_documents_every_category():
     readme = (REPO / "README.md").read_text()
     for c in CATEGORIES:
         assert f"| `{c.name}` |" in readme, c.name
+
+
+def test_torch_2_11_unhashable_output_is_an_unsupported_type():
+    # What non-strict export raised for patho/unsupported_type_output on torch 2.11 (H100 run).
+    failure = classify_exception(TypeError("unhashable type: 'PathoBox'"), "export")
+    assert failure.category == "UNSUPPORTED_TYPE" and failure.error_code == "PathoBox"
+    assert classify_exception(TypeError("unhashable type: 'X'"), "eager").category != \
+        "UNSUPPORTED_TYPE"          # only export's own handling of an output means that

@@ -20,7 +20,7 @@ import random
 
 import torch
 import torch.utils._pytree as pytree
-from torch.fx.experimental.symbolic_shapes import optimization_hint
+from torch.fx.experimental import symbolic_shapes as _symbolic_shapes
 from torch import nn
 from torch.export import Dim
 
@@ -339,6 +339,17 @@ def make_dynamic_shape_failure_guard():
     """DYNAMIC_SHAPE_FAILURE: `if x.shape[0] == 4` makes Dim.AUTO(2..64) specialize to 4; batch 6 is rejected at run time."""
     return {"model": _SpecializedByAuto(), "args": (_x(4, 3),), "kwargs": {},
             "dynamic_shapes": {"x": {0: Dim.AUTO(min=2, max=64)}}}
+
+
+def _read_hint(n):
+    """The example value behind a symbolic int, without adding a guard (last resort)."""
+    return n.node.hint if isinstance(n, torch.SymInt) else n
+
+
+# A private helper, feature-detected (torch 2.11 has no `optimization_hint`): its name was
+# `hint_int`, then `size_hint` (early 2026), then `optimization_hint`.
+optimization_hint = next((f for f in (getattr(_symbolic_shapes, name, None) for name in (
+    "optimization_hint", "size_hint", "hint_int")) if callable(f)), _read_hint)
 
 
 class _BakesHint(nn.Module):
