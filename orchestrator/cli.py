@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from exporter.errors import ExportsweepError, UsageError
 from exporter.spec import MODES, PipelineOptions
+from orchestrator import cli_jobs
+from orchestrator.jobs import JobsError
 
 if TYPE_CHECKING:
     from orchestrator.runs import RunData
@@ -27,9 +29,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Models are built from code and config only: never let a library reach for a hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return args.func(args)
+    except JobsError as exc:
+        sys.stderr.write(f"exportsweep: {exc}\n")
+        return EXIT_INTERNAL
     except ExportsweepError as exc:
         sys.stderr.write(f"exportsweep: {exc}\n" if "\n" not in str(exc) else
                          "".join(f"exportsweep: {line}\n" for line in str(exc).splitlines()))
@@ -56,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only entries whose name matches (repeatable)")
     run.add_argument("--resume", metavar="RUN_ID",
                      help="finish an interrupted run: run only its missing (entry, mode) pairs")
+    run.add_argument("--compact", action="store_true",
+                     help="when the run finishes, merge its files into one (exportsweep compact)")
+    run.add_argument("--flush-interval", type=_non_negative_float, metavar="S",
+                     help="publish result rows at most every S seconds (default: per entry on "
+                          "a local disk, 10 on object stores, where each file costs a PUT)")
     ray_opts = run.add_argument_group("workers (Ray)")
     ray_opts.add_argument("--in-process", action="store_true",
                           help="no Ray: run every entry in this process, one after another")
@@ -110,10 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     junit.add_argument("-o", "--output", default="junit.xml", help="file or URI to write")
     junit.set_defaults(func=cmd_junit)
 
-    compact = sub.add_parser("compact", help="merge a finished run's small files into one")
-    compact.add_argument("dir", help="results folder or URI")
-    compact.add_argument("--run", required=True, metavar="ID", help="the run to compact")
-    compact.set_defaults(func=cmd_compact)
+    cli_jobs.add_parsers(sub, run, _valid_run_id)
 
     validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
     validate.add_argument("manifest")
@@ -164,10 +174,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
     if args.resume:
         _require_run(args.out, run_id, "--resume: ")
+    elif args.run_id and _run_exists(args.out, run_id):
+        raise UsageError(f"--run-id {run_id}: that run already exists in {args.out}; "
+                         f"`--resume {run_id}` finishes it, or choose another id")
     logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
     config = SweepConfig(out=args.out, run_id=run_id, pipeline=_pipeline_options(args),
                          only=tuple(args.only), modes=tuple(args.modes) if args.modes else None,
-                         resume=bool(args.resume))
+                         resume=bool(args.resume), flush_interval_s=args.flush_interval,
+                         compact=args.compact)
     ray_config = None if args.in_process else RayConfig(
         address=args.address, cpu_workers=args.cpu_workers, gpu_workers=args.gpu_workers,
         cpus_per_worker=args.cpus_per_worker, timeout_s=args.timeout,
@@ -192,6 +206,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
         raise UsageError(f"--fail-on {unknown[0]!r}: choose from {', '.join(diff.GATES)}")
     base_dir = args.base_dir or args.dir
     new_id = _resolve_run(args.dir, args.new_run)
+    if _first_run(base_dir, args.base_run, new_id):
+        # A nightly gate's first night: nothing to compare with is not a failure.
+        print(f"diff: {new_id} is the first run in {base_dir}: nothing to compare it with")
+        return EXIT_OK
     base_id = _resolve_run(base_dir, args.base_run)
     base, new = read_run(base_dir, base_id), read_run(args.dir, new_id)
     problems = _warn_problems(base) + _warn_problems(new)
@@ -283,9 +301,18 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def _require_run(folder: str, run_id: str, prefix: str = "") -> None:
-    from orchestrator.runs import run_exists
-    if not run_exists(folder, run_id):
+    if not _run_exists(folder, run_id):
         raise UsageError(f"{prefix}no run {run_id!r} in {folder}")
+
+
+def _run_exists(folder: str, run_id: str) -> bool:
+    from orchestrator.runs import run_exists
+    return run_exists(folder, run_id)
+
+
+def _first_run(folder: str, base_ref: str, new_id: str) -> bool:
+    from orchestrator.runs import list_runs
+    return base_ref == "previous" and [r.run_id for r in list_runs(folder)] == [new_id]
 
 
 def _resolve_run(folder: str, ref: str) -> str:
@@ -311,6 +338,13 @@ def _positive_int(text: str) -> int:
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 

@@ -96,7 +96,8 @@ class Supervisor:
         self.counter += 1
         worker_id = f"{pool}-{self.counter}"
         threads = max(1, math.floor(self.config.cpus_per_worker))
-        options = replace(self.options, in_process_deadline=False, cuda_fallback=pool == "gpu")
+        options = replace(self.options, in_process_deadline=False, cuda_fallback=pool == "gpu",
+                          use_cuda=pool == "gpu")
         # No Ray-level restarts or retries: every retry decision is the supervisor's.
         actor = ray.remote(ExportWorker).options(
             max_restarts=0, max_task_retries=0, num_cpus=self.config.cpus_per_worker,
@@ -132,6 +133,7 @@ class Supervisor:
                     self._worker_ready(ref)
             self._expire(queue)
             self._give_up_unstartable(queue)
+            self.sink.tick()
 
     def _dispatch(self, queue: WorkQueue) -> None:
         busy = {f.slot.worker_id for f in self.inflight.values()}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,54 +118,66 @@ def previous_run(out: str, run_id: str) -> str | None:
 
 def run_files(loc: Location, run_id: str, meta: dict[str, Any]) -> RunFiles:
     """Check the run's folder (see the module docstring) and pick the files to read."""
+    return _scan(loc, run_id, meta, read=False)[0]
+
+
+def _scan(loc: Location, run_id: str, meta: dict[str, Any], read: bool
+          ) -> tuple[RunFiles, dict[str, pa.Table]]:
+    """Open every Parquet file of the run once (in parallel: an object store answers each
+    request in tens of ms), check it, and with ``read`` keep its rows."""
     folder = loc.path(run_dir_name(run_id))
+    names = sorted(info.base_name for info in storage.listing(loc, folder)
+                   if info.type == storage.pafs.FileType.File
+                   and info.base_name.endswith(".parquet")
+                   and not info.base_name.startswith((".", "_")))
+
+    def open_one(name: str) -> tuple[str, int, list[str], pa.Table | None]:
+        pf = storage.open_parquet(loc, posixpath.join(folder, name))
+        extra = (pf.schema_arrow.metadata or {}).get(REPLACES_KEY.encode())
+        table = pf.read() if read else None
+        return name, pf.metadata.num_rows, json.loads(extra) if extra else [], table
+
     found = RunFiles()
     footers: dict[str, int] = {}
+    tables: dict[str, pa.Table] = {}
     replaced: set[str] = set()
-    for info in storage.listing(loc, folder):
-        name = info.base_name
-        if info.type != storage.pafs.FileType.File or not name.endswith(".parquet") \
-                or name.startswith((".", "_")):
-            continue
-        try:
-            pf = storage.open_parquet(loc, posixpath.join(folder, name))
-            footers[name] = pf.metadata.num_rows
-            extra = (pf.schema_arrow.metadata or {}).get(REPLACES_KEY.encode())
-            if extra:
-                replaced.update(json.loads(extra))
-        except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            found.problems.append(f"{name}: torn or unreadable Parquet file, its rows are "
-                                  f"not counted ({_short(exc)})")
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(names)))) as pool:
+        futures = {pool.submit(open_one, n): n for n in names}
+        for future in futures:
+            name = futures[future]
+            try:
+                _, rows, replaces, table = future.result()
+            except (pa.ArrowInvalid, OSError, ValueError) as exc:
+                found.problems.append(f"{name}: torn or unreadable Parquet file, its rows are "
+                                      f"not counted ({_short(exc)})")
+                continue
+            footers[name] = rows
+            replaced.update(replaces)
+            if table is not None:
+                tables[name] = table
     found.parts = {n: rows for n, rows in footers.items() if n not in replaced}
     listed = meta.get("parts")
     if isinstance(listed, dict) and meta.get("finished_at"):
         for name, rows in sorted(listed.items()):
             if name in replaced:
                 continue
-            if name not in footers and not any(name in p for p in found.problems):
+            if name not in footers and not any(p.startswith(f"{name}:") for p in found.problems):
                 found.problems.append(f"{name}: listed in {RUN_META} with {rows} rows but missing")
             elif name in footers and footers[name] != rows:
                 found.problems.append(f"{name}: holds {footers[name]} rows, {RUN_META} "
                                       f"says {rows}")
-    return found
+    return found, {n: t for n, t in tables.items() if n in found.parts}
 
 
 def read_run(out: str, run_id: str) -> RunData:
     """All of a run's rows (checked), its final rows and what is wrong with it."""
     loc = storage.location(out)
     meta = read_meta(out, run_id)
-    files = run_files(loc, run_id, meta)
+    files, tables = _scan(loc, run_id, meta, read=True)
     problems = list(files.problems)
     if meta.get("_unreadable"):
         problems.append(f"{RUN_META} is unreadable")
-    tables = []
-    folder = loc.path(run_dir_name(run_id))
-    for name in sorted(files.parts):
-        try:
-            tables.append(storage.open_parquet(loc, posixpath.join(folder, name)).read())
-        except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            problems.append(f"{name}: could not be read ({_short(exc)})")
-    rows = _rows(tables)
+    rows = _rows([tables[n] for n in sorted(tables)])
     final = final_rows_of(rows)
     expected = meta.get("expected_pairs")
     if isinstance(expected, int) and len(final) < expected:
@@ -197,10 +210,14 @@ def final_rows_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _rows(tables: list[pa.Table]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for table in tables:
-        # Files of an older schema version lack newer columns: read what is there, None for the rest.
-        rows.extend({name: r.get(name) for name in SCHEMA.names} for r in table.to_pylist())
+    if not tables:
+        return []
+    # Files of an older schema version lack newer columns: they read as None.
+    table = pa.concat_tables(tables, promote_options="default")
+    missing = [n for n in SCHEMA.names if n not in table.column_names]
+    rows = table.to_pylist()
+    for r in rows:
+        r.update(dict.fromkeys(missing))
     return rows
 
 

@@ -4,6 +4,11 @@ Each flush is one small Parquet file published atomically under a unique name in
 ``OUT/run_id=<id>/`` (see :mod:`orchestrator.storage`): a crash at any moment leaves either
 a whole file or nothing, where a single long-lived ParquetWriter would leave an unreadable
 one.  ``OUT`` is a local folder or an object-store URI.
+
+On a local disk every finished entry is flushed at once (a few ms).  An object-store PUT
+costs tens of ms, which would cap a large cluster's driver at a few dozen entries a second
+(docs/cluster.md), so there rows are gathered for ``flush_interval_s`` (default 10 s) and
+published together; a driver that dies loses at most that much, which ``--resume`` reruns.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import uuid
 from typing import Any
 
@@ -24,6 +30,7 @@ from orchestrator.storage import Location
 # hive globbing) skip it, as they skip Hadoop's _SUCCESS: ds.dataset(DIR) must stay readable.
 RUN_META = "_run.json"
 LOG_DIR = "_logs"
+OBJECT_STORE_FLUSH_S = 10.0
 
 
 def run_dir_name(run_id: str) -> str:
@@ -39,19 +46,38 @@ def run_dir(out: str, run_id: str) -> str:
 class ResultSink:
     """Appends rows of one run; every :meth:`write` publishes one atomic Parquet file."""
 
-    def __init__(self, out: str, run_id: str) -> None:
+    def __init__(self, out: str, run_id: str, flush_interval_s: float | None = None) -> None:
         self.out, self.run_id = out, run_id
         self.loc: Location = storage.location(out)
         self.dir = run_dir(out, run_id)
         self.path = self.loc.path(run_dir_name(run_id))
         if self.loc.local:
             os.makedirs(self.path, exist_ok=True)
+        self.flush_interval_s = (flush_interval_s if flush_interval_s is not None
+                                 else 0.0 if self.loc.local else OBJECT_STORE_FLUSH_S)
         self.files_written = 0
         self.rows_written = 0
+        self._pending: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
 
     def write(self, rows: list[dict[str, Any]]) -> str | None:
-        if not rows:
+        """Queue rows; they are published now or, on an object store, within the interval.
+        Returns the file's name when this call published one."""
+        self._pending.extend(rows)
+        return self.tick()
+
+    def tick(self) -> str | None:
+        """Publish what is pending if the interval has passed (the driver calls this often)."""
+        if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
+            return self.flush()
+        return None
+
+    def flush(self) -> str | None:
+        """Publish every pending row as one file now; returns its name."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
             return None
+        rows, self._pending = self._pending, []
         name = f"part-{self.files_written:05d}-{uuid.uuid4().hex[:8]}.parquet"
         storage.publish_table(self.loc, self.loc.path(run_dir_name(self.run_id), name),
                               to_table(rows))
@@ -75,7 +101,8 @@ class ResultSink:
         if self.loc.local:
             return 0
         return storage.upload_folder(self.log_dir(), self.loc,
-                                     self.loc.path(run_dir_name(self.run_id), LOG_DIR))
+                                     self.loc.path(run_dir_name(self.run_id), LOG_DIR),
+                                     append=True)
 
 
 def log_dir(out: str, run_id: str) -> str:
@@ -84,7 +111,8 @@ def log_dir(out: str, run_id: str) -> str:
     loc = storage.location(out)
     if loc.local:
         return os.path.join(loc.path(run_dir_name(run_id)), LOG_DIR)
-    return os.path.join(tempfile.gettempdir(), "exportsweep-logs", run_id)
+    # Per process: a resumed run (or a test rerun) must not append to an older local copy.
+    return os.path.join(tempfile.gettempdir(), "exportsweep-logs", f"{run_id}-{os.getpid()}")
 
 
 def log_path(out: str, run_id: str, name: str) -> str:

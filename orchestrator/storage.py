@@ -131,8 +131,10 @@ def delete(loc: Location, path: str) -> None:
         pass
 
 
-def upload_folder(local_folder: str, loc: Location, target: str) -> int:
-    """Copy a local folder's files (one level) under ``target``; returns how many."""
+def upload_folder(local_folder: str, loc: Location, target: str, append: bool = False) -> int:
+    """Copy a local folder's files (one level) under ``target``; returns how many.  With
+    ``append``, a file already there keeps its content and gets the new bytes after it
+    (a resumed run's logs follow the first attempt's)."""
     if not os.path.isdir(local_folder):
         return 0
     count = 0
@@ -140,7 +142,10 @@ def upload_folder(local_folder: str, loc: Location, target: str) -> int:
         src = os.path.join(local_folder, name)
         if os.path.isfile(src):
             with open(src, "rb") as f:
-                publish_bytes(loc, posixpath.join(target, name), f.read())
+                data = f.read()
+            path = posixpath.join(target, name)
+            before = read_bytes(loc, path) if append else None
+            publish_bytes(loc, path, (before or b"") + data)
             count += 1
     return count
 

@@ -29,6 +29,7 @@ from exporter.schema import RowContext, row
 from exporter.spec import Entry, PipelineOptions
 from orchestrator import console, logs
 from orchestrator.clusters import cluster_rows, write_clusters
+from orchestrator.compact import CompactError, compact_run
 from orchestrator.scheduling import WorkItem, pending_items
 from orchestrator.runs import final_pairs, read_run, run_files
 from orchestrator.sink import RUN_META, ResultSink
@@ -46,6 +47,8 @@ class SweepConfig:
     only: tuple[str, ...] = ()
     modes: tuple[str, ...] | None = None     # restrict every entry to these modes
     resume: bool = False                     # run only the (entry, mode) pairs still missing
+    flush_interval_s: float | None = None    # None: per entry locally, 10 s on object stores
+    compact: bool = False                    # merge the run's files into one at the end
     command_line: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
 
 
@@ -67,7 +70,7 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | 
     record. Model failures never raise; orchestrator failures raise OrchestratorError.
     """
     entries = manifest.select(list(config.only))
-    sink = ResultSink(config.out, config.run_id)
+    sink = ResultSink(config.out, config.run_id, config.flush_interval_s)
     if not structlog.is_configured():       # called as a library, not through the CLI
         logs.configure(sink.log_path("driver.jsonl"))
     logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="driver")
@@ -83,11 +86,15 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | 
     logger.info("sweep started", entries=len(items), already_done=len(done), out=sink.dir,
                 executor=meta["executor"])
     progress = console.Progress(total=sum(len(i.modes) for i in items), stream=out)
-    if ray_config is None:
-        _run_in_process(items, manifest, config, sink, logger, progress.rows_done)
-    else:
-        from orchestrator.raycluster import run_on_ray
-        meta["cluster"] = run_on_ray(items, manifest, config, ray_config, sink, progress.rows_done)
+    try:
+        if ray_config is None:
+            _run_in_process(items, manifest, config, sink, logger, progress.rows_done)
+        else:
+            from orchestrator.raycluster import run_on_ray
+            meta["cluster"] = run_on_ray(items, manifest, config, ray_config, sink,
+                                         progress.rows_done)
+    finally:
+        sink.flush()          # rows gathered for an object store: never lost on the way out
     progress.close()
     finished = time.time()
     written = read_run(config.out, config.run_id)
@@ -101,6 +108,12 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | 
     sink.write_json(RUN_META, meta)
     logger.info("sweep finished", wall_s=meta["wall_s"], counts=meta["counts"],
                 problems=written.problems)
+    if config.compact:
+        try:
+            logger.info("run compacted", summary=compact_run(config.out, config.run_id).summary())
+        except CompactError as exc:        # the rows are safe as they are: say so, go on
+            logger.warning("run not compacted", reason=str(exc))
+            out.write(f"not compacted: {exc}\n")
     sink.publish_logs()
     console.summary(final, sink.dir, meta["wall_s"], stream=out, clusters=found)
     return meta

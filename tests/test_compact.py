@@ -128,3 +128,22 @@ def test_cli_compacts_and_refuses_a_run_in_use(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "4 files -> 1" in proc.stdout and "12 rows unchanged (row hashes match)" in proc.stdout
+
+
+def test_a_sweep_can_compact_itself_when_it_finishes(write_manifest, tmp_path):
+    path = write_manifest("""
+        version: 1
+        entries:
+          - {name: a, entrypoint: models/tiny.py:make_mlp, inputs: [{shape: [2, 4]}]}
+          - {name: b, entrypoint: models/tiny.py:make_guard, inputs: [{shape: [2, 3]}]}
+    """)
+    out = tmp_path / "results"
+    proc = subprocess.run([str(BIN / "exportsweep"), "run", str(path), "--out", str(out),
+                           "--run-id", "c", "--in-process", "--compact"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    files = list((out / "run_id=c").glob("*.parquet"))
+    assert len(files) == 1 and files[0].name.startswith("part-compacted-")
+    run = read_run(str(out), "c")
+    assert run.problems == [] and len(run.final_rows) == 4
+    assert run.meta["compacted"]["files"] == 2

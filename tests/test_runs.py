@@ -118,3 +118,15 @@ def test_an_unknown_run_is_bad_input(two_runs):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no run 'nope' (runs there: night-1, night-2)" in proc.stderr
+
+
+def test_the_first_night_passes_a_diff_against_previous(results):
+    shutil.rmtree(results / "run_id=night-1")
+    proc = subprocess.run([str(BIN / "exportsweep"), "diff", str(results), "previous", "latest",
+                           "--fail-on", "regression,missing"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "night-2 is the first run" in proc.stdout
+    named = subprocess.run([str(BIN / "exportsweep"), "diff", str(results), "night-0", "latest"],
+                           capture_output=True, text=True, timeout=120)
+    assert named.returncode == 2 and "no run 'night-0'" in named.stderr

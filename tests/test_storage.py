@@ -54,10 +54,15 @@ def test_an_unknown_scheme_is_bad_input(tmp_path):
 def test_sweep_to_s3_then_every_reader_reads_it_back(write_manifest, s3_bucket, tmp_path):
     manifest = write_manifest(MANIFEST)
     out = f"s3://{s3_bucket}/nightly"
-    for run_id in ("n1", "n2"):
-        proc = _cli("run", str(manifest), "--out", out, "--run-id", run_id, "--in-process")
+    for run_id, flush in (("n1", []), ("n2", ["--flush-interval", "0"])):
+        proc = _cli("run", str(manifest), "--out", out, "--run-id", run_id, "--in-process",
+                    *flush)
         assert proc.returncode == 0, proc.stderr
     keys = _keys(s3_bucket)
+    # Rows are gathered for 10 s on object stores (one PUT for both entries here), and
+    # published per entry with --flush-interval 0.
+    assert len([k for k in keys if k.startswith("nightly/run_id=n1/part-")]) == 1
+    assert len([k for k in keys if k.startswith("nightly/run_id=n2/part-")]) == 2
     assert f"nightly/run_id=n2/_run.json" in keys
     assert f"nightly/run_id=n2/_logs/driver.jsonl" in keys          # uploaded at the end
     assert f"nightly/_clusters/run_id=n2/clusters.parquet" in keys
@@ -76,6 +81,11 @@ def test_sweep_to_s3_then_every_reader_reads_it_back(write_manifest, s3_bucket, 
     xml = boto3.client("s3").get_object(Bucket=s3_bucket, Key="ci/junit.xml")["Body"].read()
     assert xml.count(b"<testcase") == 4
 
+    report = _cli("report", out, "-o", f"s3://{s3_bucket}/reports/n2.html")
+    assert report.returncode == 0, report.stderr
+    html = boto3.client("s3").get_object(Bucket=s3_bucket, Key="reports/n2.html")["Body"].read()
+    assert b"n2" in html and b"n1" in html                  # the run and its baseline
+
     compact = _cli("compact", out, "--run", "n2")
     assert compact.returncode == 0 and "2 files -> 1" in compact.stdout, compact.stderr
     parts = [k for k in _keys(s3_bucket, "nightly/run_id=n2/") if k.endswith(".parquet")]
@@ -87,8 +97,8 @@ def test_sweep_to_s3_then_every_reader_reads_it_back(write_manifest, s3_bucket, 
 def test_resume_on_s3_runs_only_what_is_missing(write_manifest, s3_bucket):
     manifest = write_manifest(MANIFEST)
     out = f"s3://{s3_bucket}/r"
-    assert _cli("run", str(manifest), "--out", out, "--run-id", "n1",
-                "--in-process").returncode == 0
+    assert _cli("run", str(manifest), "--out", out, "--run-id", "n1", "--in-process",
+                "--flush-interval", "0").returncode == 0
     s3 = boto3.client("s3")
     parts = [k for k in _keys(s3_bucket, "r/run_id=n1/") if k.endswith(".parquet")]
     lost = parts[0]
@@ -100,3 +110,23 @@ def test_resume_on_s3_runs_only_what_is_missing(write_manifest, s3_bucket):
     healed = read_run(out, "n1")
     assert healed.problems == [] and len(healed.final_rows) == 4
     assert len(healed.rows) == 4                                 # nothing ran twice
+
+
+def test_the_sink_gathers_rows_for_its_interval(tmp_path):
+    from exporter.record import Record
+    from exporter.schema import RowContext, row
+    from orchestrator.sink import ResultSink
+
+    def rows(name: str) -> list[dict]:
+        return [row(Record(entry=name, family="manual", mode="strict", device="cpu"),
+                    RowContext(run_id="r"))]
+
+    sink = ResultSink(str(tmp_path), "r", flush_interval_s=3600)
+    assert sink.write(rows("a")) is None and sink.write(rows("b")) is None
+    folder = tmp_path / "run_id=r"
+    assert not list(folder.glob("*.parquet"))            # gathered, not yet published
+    name = sink.flush()
+    assert [p.name for p in folder.glob("*.parquet")] == [name] and sink.rows_written == 2
+    assert sink.flush() is None
+    eager = ResultSink(str(tmp_path), "e")                 # local default: per entry
+    assert eager.flush_interval_s == 0 and eager.write(rows("a")) is not None
