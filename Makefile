@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.exportsweep-installed
 OUT    ?= results
 PYTEST_ARGS ?=
 
-.PHONY: setup sweep test test-all lock clean
+.PHONY: setup sweep test test-all browser lock clean
 
 setup: $(STAMP)
 
@@ -22,12 +22,16 @@ $(STAMP): pyproject.toml constraints.txt
 sweep: $(STAMP)
 	$(BIN)/exportsweep run manifests/smoke.yaml --out $(OUT)
 
+## Headless Chromium for the report's browser tests (Debian's package; the machine runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 ## The default test suite (slow tests skipped; see test-all).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Every test, the slow ones included.
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
 ## Re-pin constraints.txt from the current environment.

@@ -123,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     junit.add_argument("-o", "--output", default="junit.xml", help="file or URI to write")
     junit.set_defaults(func=cmd_junit)
 
+    report = sub.add_parser("report", help="write a run as one self-contained HTML page")
+    report.add_argument("dir", help="results folder or URI")
+    report.add_argument("--run", default="latest", metavar="ID",
+                        help="the run to report: an id, 'latest' (default) or 'previous'")
+    report.add_argument("--baseline", metavar="ID",
+                        help="the run to compare with (default: the run before --run)")
+    report.add_argument("-o", "--output", default="report.html",
+                        help="file or URI to write (default: report.html)")
+    report.set_defaults(func=cmd_report)
+
+    compact = sub.add_parser("compact", help="merge a finished run's small files into one")
+    compact.add_argument("dir", help="results folder or URI")
+    compact.add_argument("--run", required=True, metavar="ID", help="the run to compact")
+    compact.set_defaults(func=cmd_compact)
+
     cli_jobs.add_parsers(sub, run, _valid_run_id)
 
     validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
@@ -245,6 +260,16 @@ def cmd_junit(args: argparse.Namespace) -> int:
     tree.write(buf, encoding="utf-8", xml_declaration=True)
     write_output(args.output, buf.getvalue())
     print(f"{len(run.final_rows)} test cases of run {run_id} written to {args.output}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.report import write_report
+
+    result = write_report(args.dir, args.run, args.baseline, args.output)
+    for problem in result.problems:
+        sys.stderr.write(f"exportsweep: warning: {problem}\n")
+    print(result.summary())
     return EXIT_OK
 
 
