@@ -90,7 +90,7 @@ svg g.bar:hover .seg, svg g.pt:hover .col {{ opacity: .8; }}
 .k4 {{ fill: #7b62c9; }} .k5 {{ fill: #d08a3c; }} .k6 {{ fill: #c65a86; }} .k7 {{ fill: #5aa15b; }}
 .k8 {{ fill: #a0524a; }}
 {"".join(f".s-{s} {{ fill: var(--{s}); }} " for s in _STATUSES)}
-.st {{ display: inline-block; font-size: 11px; font-weight: 600; padding: 0 6px; border-radius: 4px;
+.st {{ display: inline-block; white-space: nowrap; font-size: 11px; font-weight: 600; padding: 0 6px; border-radius: 4px;
   background: var(--SKIP); letter-spacing: .03em; }}
 {"".join(f".st.s-{s} {{ background: var(--{s}); color: var(--on{s}); }} " for s in _STATUSES)}
 table {{ border-collapse: collapse; width: 100%; }}
@@ -100,6 +100,7 @@ th {{ font-size: 11px; color: var(--muted); font-weight: 600; letter-spacing: .0
   background: var(--panel); }}
 td.num, th.num, #entries td:nth-child(7), #entries td:nth-child(8) {{ text-align: right;
   white-space: nowrap; }}
+#entries td:nth-child(4), #entries td:nth-child(5) {{ white-space: nowrap; }}
 #entries td:first-child {{ font-weight: 500; }}
 tbody tr:hover {{ background: var(--hover); }}
 th[data-key] {{ cursor: pointer; user-select: none; }}
