@@ -67,6 +67,16 @@ class Flight:
 
 
 @dataclass
+class Suspect:
+    """An entry whose worker died on a node that still looked alive: a crash, or the first
+    sign of a node going away (its workers die before the cluster marks the node dead)."""
+
+    flight: Flight
+    exc: BaseException
+    since: float
+
+
+@dataclass
 class Supervisor:
     """Runs work items on Ray actors until every item has its final rows."""
 
@@ -79,7 +89,9 @@ class Supervisor:
     log_dir: str | None = None
     slots: list[Slot] = field(default_factory=list)
     inflight: dict[Any, Flight] = field(default_factory=dict)
+    suspects: list[Suspect] = field(default_factory=list)
     counter: int = 0
+    node_verdict_s: float = 10.0        # how long a dead worker's node may take to be declared dead
 
     # -- workers --------------------------------------------------------------------------------
 
@@ -119,10 +131,13 @@ class Supervisor:
         import ray
 
         self._skip_unrunnable(queue)
-        while len(queue) or self.inflight:
+        while len(queue) or self.inflight or self.suspects:
             self._dispatch(queue)
             waiting = list(self.inflight) + [s.ready_ref for s in self.slots if s.ready_ref]
             if not waiting:
+                self._judge_suspects(queue)
+                if self.suspects and not len(queue):
+                    time.sleep(0.2)               # only verdicts pending: wait for them
                 self._skip_unrunnable(queue)      # queued work that no live worker can take
                 continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=self._wait_s())
@@ -132,6 +147,7 @@ class Supervisor:
                 else:
                     self._worker_ready(ref)
             self._expire(queue)
+            self._judge_suspects(queue)
             self._give_up_unstartable(queue)
             self.sink.tick()
 
@@ -187,7 +203,9 @@ class Supervisor:
                 queue.put(item)
                 self._replace(slot, "node lost")
             else:
-                self._fault(flight, "WORKER_CRASH", exc, queue)
+                # Judged later: a crash, unless the node turns out to be gone.
+                self.suspects.append(Suspect(flight, exc, time.monotonic()))
+                self._replace(slot, "worker died")
         except RayTaskError as exc:
             # run_entry never raises for model failures, so this is our own bug or a result
             # that could not travel: a classified row either way, and the worker is replaced.
@@ -213,13 +231,32 @@ class Supervisor:
             self._emit(self._fault_rows(flight, "TIMEOUT", message, "TimeoutError", final=True))
             self._replace(flight.slot, "timeout")
 
+    def _judge_suspects(self, queue: WorkQueue) -> None:
+        """A dead worker's entry: requeued if its node died meanwhile, a WORKER_CRASH row (and
+        a retry) once the node has stayed alive for ``node_verdict_s``."""
+        if not self.suspects:
+            return
+        now, undecided = time.monotonic(), []
+        for suspect in self.suspects:
+            slot, item = suspect.flight.slot, suspect.flight.item
+            if self._node_lost(slot):
+                log.warning("node lost: entry requeued", entry=item.entry.name,
+                            worker=slot.worker_id, node=slot.node_id)
+                queue.put(item)
+            elif now - suspect.since >= self.node_verdict_s:
+                self._fault(suspect.flight, "WORKER_CRASH", suspect.exc, queue, replace=False)
+            else:
+                undecided.append(suspect)
+        self.suspects = undecided
+
     def _fault(self, flight: Flight, category: str, exc: BaseException, queue: WorkQueue,
-               retry: bool = True) -> None:
+               retry: bool = True, replace: bool = True) -> None:
         item = flight.item
         again = retry and self.config.retry.should_retry(category, item.attempt)
         message = _first_lines(str(exc)) or type(exc).__name__
         self._emit(self._fault_rows(flight, category, message, _qualname(exc), final=not again))
-        self._replace(flight.slot, category.lower())
+        if replace:
+            self._replace(flight.slot, category.lower())
         if again:
             queue.put(item.retry())
             log.info("entry retried", entry=item.entry.name, category=category,

@@ -120,30 +120,40 @@ class LocalRayCluster:
                     break
 
     def stop_node(self, name: str, timeout_s: float = 16) -> None:
-        """`ray stop` for one node: SIGTERM to its `ray start --block`, which stops the rest;
-        what is left after `ray stop`'s own grace period (16 s) is killed, as `ray stop` does."""
+        """`ray stop` for one node: SIGTERM to every process of the node at once (the raylet
+        included, which unregisters the node), then SIGKILL for what is left after `ray
+        stop`'s own grace period (16 s)."""
         node = self.nodes[name]
         if node.process is None or node.process.poll() is not None:
             return
-        node.process.send_signal(signal.SIGTERM)
-        try:
-            node.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-        _kill_session(node.process.pid)
+        sid = node.process.pid
+        _signal_session(sid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _session_pids(sid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _signal_session(sid, signal.SIGKILL)
+        node.process.wait(timeout=10)
 
     def shutdown(self) -> None:
         for name in reversed(list(self.nodes)):
             self.stop_node(name)
 
 
-def _kill_session(sid: int) -> None:
-    """Whatever of a node's session survived its stop (orphaned agents) goes too."""
+def _session_pids(sid: int) -> list[int]:
+    pids = []
     for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit():
-            continue
+        if pid_dir.name.isdigit():
+            try:
+                if os.getsid(int(pid_dir.name)) == sid:
+                    pids.append(int(pid_dir.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+def _signal_session(sid: int, sig: int) -> None:
+    for pid in _session_pids(sid):
         try:
-            if os.getsid(int(pid_dir.name)) == sid:
-                os.kill(int(pid_dir.name), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+        except ProcessLookupError:
             continue
