@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,11 @@ def test_submit_runs_on_the_cluster_and_results_land_on_s3(cluster, workdir, s3_
     assert {r["node_id"] for r in rows.values()} >= {gpu_node, cpu_node}   # > 1 node
     assert cluster.nodes["head"].node_id not in {r["node_id"] for r in rows.values()}
     assert run.meta["cluster"]["nodes"] == 3 and run.meta["executor"] == "ray"
+
+    report = _cli("report", out, "-o", str(workdir / "report.html"), cwd=workdir)
+    assert report.returncode == 0, report.stderr        # read back from S3 by the report
+    html = (workdir / "report.html").read_text()
+    assert "nightly-1" in html and len(re.findall(r'<tr[^>]*data-status="FAIL"', html)) == 2
 
     again = _cli(*submit, cwd=workdir)                # a nightly retried: refused, clearly
     assert again.returncode == 2 and "Traceback" not in again.stderr
