@@ -213,19 +213,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from orchestrator import diff
-    from orchestrator.runs import read_run
+    from orchestrator.runs import ALIASES, list_runs, read_run, resolve_run
 
     gates = [g.strip() for g in args.fail_on.split(",") if g.strip()]
     unknown = [g for g in gates if g not in diff.GATES]
     if unknown:
         raise UsageError(f"--fail-on {unknown[0]!r}: choose from {', '.join(diff.GATES)}")
     base_dir = args.base_dir or args.dir
-    new_id = _resolve_run(args.dir, args.new_run)
-    if _first_run(base_dir, args.base_run, new_id):
-        # A nightly gate's first night: nothing to compare with is not a failure.
-        print(f"diff: {new_id} is the first run in {base_dir}: nothing to compare it with")
-        return EXIT_OK
-    base_id = _resolve_run(base_dir, args.base_run)
+    # Aliases need every run's _run.json: read them once per folder.
+    runs = list_runs(args.dir) if {args.new_run, args.base_run} & set(ALIASES) else None
+    base_runs = runs if base_dir == args.dir else None
+    new_id = resolve_run(args.dir, args.new_run, runs)
+    if args.base_run == "previous":
+        base_runs = list_runs(base_dir) if base_runs is None else base_runs
+        if [r.run_id for r in base_runs] == [new_id]:
+            # A nightly gate's first night: nothing to compare with is not a failure.
+            print(f"diff: {new_id} is the first run in {base_dir}: nothing to compare it with")
+            return EXIT_OK
+    base_id = resolve_run(base_dir, args.base_run, base_runs)
     base, new = read_run(base_dir, base_id), read_run(args.dir, new_id)
     problems = _warn_problems(base) + _warn_problems(new)
     changes = diff.compare_runs(base.final_rows, new.final_rows,
@@ -333,11 +338,6 @@ def _require_run(folder: str, run_id: str, prefix: str = "") -> None:
 def _run_exists(folder: str, run_id: str) -> bool:
     from orchestrator.runs import run_exists
     return run_exists(folder, run_id)
-
-
-def _first_run(folder: str, base_ref: str, new_id: str) -> bool:
-    from orchestrator.runs import list_runs
-    return base_ref == "previous" and [r.run_id for r in list_runs(folder)] == [new_id]
 
 
 def _resolve_run(folder: str, ref: str) -> str:

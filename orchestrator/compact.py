@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from exporter.errors import ExportsweepError
 from orchestrator import storage
-from orchestrator.runs import REPLACES_KEY, read_meta, run_files
+from orchestrator.runs import REPLACES_KEY, read_meta, scan_run
 from orchestrator.sink import RUN_META, run_dir_name
 
 
@@ -65,7 +65,7 @@ def compact_run(out: str, run_id: str) -> CompactResult:
         if not meta.get("finished_at"):
             raise CompactError(f"run {run_id}: not finished (still running, or interrupted: "
                                f"resume it first); compact only merges finished runs")
-        files = run_files(loc, run_id, meta)
+        files, tables = scan_run(loc, run_id, meta, read=True)
         if files.problems:
             raise CompactError(f"run {run_id}: its files need attention first: "
                                + "; ".join(files.problems))
@@ -73,12 +73,8 @@ def compact_run(out: str, run_id: str) -> CompactResult:
         if len(names) <= 1:
             return CompactResult(run_id, len(names), sum(files.parts.values()),
                                  None, 0, 0)
-        tables, sizes = [], 0
-        for name in names:
-            path = posixpath.join(folder, name)
-            tables.append(storage.open_parquet(loc, path).read())
-            sizes += loc.fs.get_file_info(path).size or 0
-        merged = pa.concat_tables(tables, promote_options="default")
+        sizes = sum(files.sizes.values())
+        merged = pa.concat_tables([tables[n] for n in names], promote_options="default")
         before = Counter(row_hashes(merged))
         # "part-" keeps glob readers that expect part files happy; the uuid keeps it unique.
         output = f"part-compacted-{uuid.uuid4().hex[:8]}.parquet"
@@ -91,9 +87,7 @@ def compact_run(out: str, run_id: str) -> CompactResult:
                                f"originals; nothing was changed")
         meta["parts"] = {output: merged.num_rows}
         meta["compacted"] = {"files": len(names), "bytes_before": sizes, "bytes_after": size}
-        storage.publish_bytes(loc, posixpath.join(folder, RUN_META),
-                              (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-                              .encode())
+        storage.publish_json(loc, posixpath.join(folder, RUN_META), meta)
         for name in names:
             storage.delete(loc, posixpath.join(folder, name))
         return CompactResult(run_id, len(names), merged.num_rows, output, sizes, size)

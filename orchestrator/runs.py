@@ -48,6 +48,7 @@ class RunFiles:
     """The Parquet files a reader should read, and what is wrong with the folder."""
 
     parts: dict[str, int] = field(default_factory=dict)      # name -> rows (footer)
+    sizes: dict[str, int] = field(default_factory=dict)      # name -> bytes
     problems: list[str] = field(default_factory=list)
 
 
@@ -58,6 +59,7 @@ class RunData:
     rows: list[dict[str, Any]]          # every row, every attempt
     final_rows: list[dict[str, Any]]    # one per (entry, mode): the last attempt
     problems: list[str]
+    parts: dict[str, int] = field(default_factory=dict)      # the files read: name -> rows
 
 
 def run_ids(out: str) -> list[str]:
@@ -93,43 +95,40 @@ def run_exists(out: str, run_id: str) -> bool:
     return storage.is_dir(loc, loc.path(run_dir_name(run_id)))
 
 
-def resolve_run(out: str, ref: str) -> str:
-    """A run id from ``latest``, ``previous`` (the one before latest) or an id."""
+def resolve_run(out: str, ref: str, runs: list[RunInfo] | None = None) -> str:
+    """A run id from ``latest``, ``previous`` (the one before latest) or an id.  ``runs``:
+    ``list_runs(out)`` when the caller has it (it reads every run's ``_run.json``)."""
     if ref not in ALIASES:
         if not run_exists(out, ref):
             known = run_ids(out)
             hint = f" (runs there: {', '.join(known[-5:])})" if known else " (it holds no runs)"
             raise UsageError(f"{out}: no run {ref!r}{hint}")
         return ref
-    runs = list_runs(out)
+    runs = list_runs(out) if runs is None else runs
     need = 1 if ref == "latest" else 2
     if len(runs) < need:
         raise UsageError(f"{out}: no {ref} run: it holds {len(runs)} run(s)")
     return runs[-need].run_id
 
 
-def previous_run(out: str, run_id: str) -> str | None:
-    ids = [r.run_id for r in list_runs(out)]
+def previous_run(out: str, run_id: str, runs: list[RunInfo] | None = None) -> str | None:
+    ids = [r.run_id for r in (list_runs(out) if runs is None else runs)]
     if run_id not in ids:
         return None
     i = ids.index(run_id)
     return ids[i - 1] if i > 0 else None
 
 
-def run_files(loc: Location, run_id: str, meta: dict[str, Any]) -> RunFiles:
-    """Check the run's folder (see the module docstring) and pick the files to read."""
-    return _scan(loc, run_id, meta, read=False)[0]
-
-
-def _scan(loc: Location, run_id: str, meta: dict[str, Any], read: bool
+def scan_run(loc: Location, run_id: str, meta: dict[str, Any], read: bool
           ) -> tuple[RunFiles, dict[str, pa.Table]]:
     """Open every Parquet file of the run once (in parallel: an object store answers each
     request in tens of ms), check it, and with ``read`` keep its rows."""
     folder = loc.path(run_dir_name(run_id))
-    names = sorted(info.base_name for info in storage.listing(loc, folder)
-                   if info.type == storage.pafs.FileType.File
-                   and info.base_name.endswith(".parquet")
-                   and not info.base_name.startswith((".", "_")))
+    sizes = {info.base_name: info.size or 0 for info in storage.listing(loc, folder)
+             if info.type == storage.pafs.FileType.File
+             and info.base_name.endswith(".parquet")
+             and not info.base_name.startswith((".", "_"))}
+    names = sorted(sizes)
 
     def open_one(name: str) -> tuple[str, int, list[str], pa.Table | None]:
         pf = storage.open_parquet(loc, posixpath.join(folder, name))
@@ -156,6 +155,7 @@ def _scan(loc: Location, run_id: str, meta: dict[str, Any], read: bool
             if table is not None:
                 tables[name] = table
     found.parts = {n: rows for n, rows in footers.items() if n not in replaced}
+    found.sizes = {n: sizes[n] for n in found.parts}
     listed = meta.get("parts")
     if isinstance(listed, dict) and meta.get("finished_at"):
         for name, rows in sorted(listed.items()):
@@ -169,11 +169,13 @@ def _scan(loc: Location, run_id: str, meta: dict[str, Any], read: bool
     return found, {n: t for n, t in tables.items() if n in found.parts}
 
 
-def read_run(out: str, run_id: str) -> RunData:
-    """All of a run's rows (checked), its final rows and what is wrong with it."""
+def read_run(out: str, run_id: str, meta: dict[str, Any] | None = None) -> RunData:
+    """All of a run's rows (checked), its final rows and what is wrong with it.  ``meta``:
+    the run's record when the caller holds a newer one than ``_run.json`` (the sweep, at its
+    end, before writing it)."""
     loc = storage.location(out)
-    meta = read_meta(out, run_id)
-    files, tables = _scan(loc, run_id, meta, read=True)
+    meta = read_meta(out, run_id) if meta is None else meta
+    files, tables = scan_run(loc, run_id, meta, read=True)
     problems = list(files.problems)
     if meta.get("_unreadable"):
         problems.append(f"{RUN_META} is unreadable")
@@ -187,7 +189,7 @@ def read_run(out: str, run_id: str) -> RunData:
                         f"--resume {run_id}` completes it")
     elif meta and not meta.get("finished_at") and not meta.get("_unreadable"):
         problems.append("the run has not finished (running or interrupted)")
-    return RunData(run_id, meta, rows, final, problems)
+    return RunData(run_id, meta, rows, final, problems, files.parts)
 
 
 def read_final_rows(out: str, run_id: str) -> list[dict[str, Any]]:

@@ -13,8 +13,8 @@ published together; a driver that dies loses at most that much, which ``--resume
 
 from __future__ import annotations
 
-import json
 import os
+import posixpath
 import tempfile
 import time
 import uuid
@@ -44,7 +44,8 @@ def run_dir(out: str, run_id: str) -> str:
 
 
 class ResultSink:
-    """Appends rows of one run; every :meth:`write` publishes one atomic Parquet file."""
+    """Appends rows of one run; each flush publishes one atomic Parquet file (per write on a
+    local disk, every ``flush_interval_s`` on an object store)."""
 
     def __init__(self, out: str, run_id: str, flush_interval_s: float | None = None) -> None:
         self.out, self.run_id = out, run_id
@@ -79,16 +80,13 @@ class ResultSink:
             return None
         rows, self._pending = self._pending, []
         name = f"part-{self.files_written:05d}-{uuid.uuid4().hex[:8]}.parquet"
-        storage.publish_table(self.loc, self.loc.path(run_dir_name(self.run_id), name),
-                              to_table(rows))
+        storage.publish_table(self.loc, posixpath.join(self.path, name), to_table(rows))
         self.files_written += 1
         self.rows_written += len(rows)
         return name
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
-        text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
-        storage.publish_bytes(self.loc, self.loc.path(run_dir_name(self.run_id), name),
-                              text.encode())
+        storage.publish_json(self.loc, posixpath.join(self.path, name), payload)
 
     def log_dir(self) -> str:
         return log_dir(self.out, self.run_id)
@@ -101,8 +99,7 @@ class ResultSink:
         if self.loc.local:
             return 0
         return storage.upload_folder(self.log_dir(), self.loc,
-                                     self.loc.path(run_dir_name(self.run_id), LOG_DIR),
-                                     append=True)
+                                     posixpath.join(self.path, LOG_DIR), append=True)
 
 
 def log_dir(out: str, run_id: str) -> str:

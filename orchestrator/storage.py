@@ -12,10 +12,12 @@ completes (or never), and every name we publish rows under is unique.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -40,20 +42,17 @@ class Location:
         return self.uri
 
 
-def location(where: str) -> Location:
-    """Parse ``--out`` / ``DIR``: a local path or a URI pyarrow knows (s3://, gs://, file://)."""
+def location(where: str, what: str = "results location") -> Location:
+    """Parse ``--out`` / ``DIR`` (or an output file, ``what`` naming it in errors): a local
+    path or a URI pyarrow knows (s3://, gs://, file://)."""
     if "://" not in where:
         return Location(pafs.LocalFileSystem(), os.path.abspath(where), where, True)
     try:
         fs, path = pafs.FileSystem.from_uri(where)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
-        raise UsageError(f"results location {where!r}: {exc}") from None
+        raise UsageError(f"{what} {where!r}: {exc}") from None
     local = isinstance(fs, pafs.LocalFileSystem)
     return Location(fs, path.rstrip("/") or path, where, local)
-
-
-def is_local(where: str) -> bool:
-    return location(where).local
 
 
 def exists(loc: Location, path: str) -> bool:
@@ -120,6 +119,12 @@ def publish_table(loc: Location, path: str, table: pa.Table,
     return len(data)
 
 
+def publish_json(loc: Location, path: str, payload: dict[str, Any]) -> None:
+    """``_run.json`` and its kind: indented, sorted, published atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    publish_bytes(loc, path, text.encode())
+
+
 def open_parquet(loc: Location, path: str) -> pq.ParquetFile:
     return pq.ParquetFile(loc.fs.open_input_file(path))
 
@@ -161,17 +166,5 @@ def _fsync_dir(folder: str) -> None:
 
 def write_output(target: str, data: bytes) -> None:
     """Write a command's output file (report, JUnit XML): a local path or an object-store URI."""
-    if "://" not in target:
-        folder = os.path.dirname(os.path.abspath(target))
-        os.makedirs(folder, exist_ok=True)
-        with open(target, "wb") as f:
-            f.write(data)
-        return
-    try:
-        fs, path = pafs.FileSystem.from_uri(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
-        raise UsageError(f"output {target!r}: {exc}") from None
-    if isinstance(fs, pafs.LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
+    loc = location(target, "output")
+    publish_bytes(loc, loc.root, data)

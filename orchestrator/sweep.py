@@ -31,9 +31,8 @@ from orchestrator import console, logs
 from orchestrator.clusters import cluster_rows, write_clusters
 from orchestrator.compact import CompactError, compact_run
 from orchestrator.scheduling import WorkItem, pending_items
-from orchestrator.runs import final_pairs, read_run, run_files
+from orchestrator.runs import final_pairs, read_run
 from orchestrator.sink import RUN_META, ResultSink
-from orchestrator.storage import location
 
 if TYPE_CHECKING:
     from orchestrator.driver import RayConfig
@@ -97,14 +96,14 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: "RayConfig | 
         sink.flush()          # rows gathered for an object store: never lost on the way out
     progress.close()
     finished = time.time()
-    written = read_run(config.out, config.run_id)
+    meta.update(finished_at=_iso(finished), wall_s=round(finished - started, 2))
+    written = read_run(config.out, config.run_id, meta)
     final = written.final_rows
     found = cluster_rows(final)
     write_clusters(config.out, config.run_id, found)
     # The file list lets readers tell a complete run from one that lost files later.
-    meta.update(finished_at=_iso(finished), wall_s=round(finished - started, 2),
-                counts=console.count_statuses(final), rows=len(final),
-                parts=_parts(config.out, config.run_id), clusters=len(found))
+    meta.update(counts=console.count_statuses(final), rows=len(final), parts=written.parts,
+                clusters=len(found))
     sink.write_json(RUN_META, meta)
     logger.info("sweep finished", wall_s=meta["wall_s"], counts=meta["counts"],
                 problems=written.problems)
@@ -138,10 +137,6 @@ def _run_in_process(items: list[WorkItem], manifest: Manifest, config: SweepConf
             for r in records:
                 _log_record(logger, r)
             on_rows(rows)
-
-
-def _parts(out: str, run_id: str) -> dict[str, int]:
-    return run_files(location(out), run_id, {}).parts
 
 
 def _log_record(logger: Any, record: Record) -> None:

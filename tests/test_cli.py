@@ -63,6 +63,8 @@ def test_in_process_run_writes_dataset_run_json_and_logs(write_manifest, tmp_pat
     assert failed and all(e["run"] == "night-1" and e["entry"] == "fails" and e["mode"] == "strict"
                           for e in failed)
     assert any(e["event"] == "captured output" for e in events)
+    (finished,) = [e for e in events if e["event"] == "sweep finished"]
+    assert finished["problems"] == []        # a whole run, read back whole at its end
 
     # The repro command in the row works as printed, and shows the full traceback.
     repro = subprocess.run(fails["repro"].replace("exportsweep", str(BIN / "exportsweep"), 1),
