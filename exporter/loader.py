@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from exporter.spec import DimSpec, Entry, TensorSpec
+from exporter.spec import DimSpec, Entry, TensorSpec, target_path
 
 _DTYPES = {
     "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
@@ -43,9 +43,10 @@ class Case:
 
 def import_target(target: str, base_dir: str) -> Any:
     """Import ``pkg.module`` or ``path/file.py`` (relative to ``base_dir``), once per process."""
-    if not target.endswith(".py"):
+    file = target_path(target, base_dir)
+    if file is None:
         return importlib.import_module(target)
-    path = os.path.realpath(target if os.path.isabs(target) else os.path.join(base_dir, target))
+    path = os.path.realpath(file)
     stem = os.path.splitext(os.path.basename(path))[0]
     name = f"exportsweep_models.{stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
     module = sys.modules.get(name)

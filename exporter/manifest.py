@@ -26,7 +26,7 @@ import yaml
 from exporter import families
 from exporter.errors import ManifestError, ManifestErrors
 from exporter.spec import (DEVICES, DTYPES, EXPECT_STATUSES, INTEGER_DTYPES, MODES, DimSpec,
-                           Entry, Expectation, TensorSpec, Tolerance)
+                           Entry, Expectation, TensorSpec, Tolerance, target_path)
 from exporter.taxonomy import CATEGORY_NAMES, STAGES
 
 TOP_KEYS = ("version", "defaults", "include", "entries", "families")
@@ -272,8 +272,8 @@ def _check_entrypoint(scope: _Scope, value: Any, base: str, field: str,
         scope.error(f"must be 'pkg.module:attr' or 'path/file.py:attr', got {value!r}", field)
         return None
     target, attr = value.split(":")
-    if target.endswith(".py"):
-        path = target if os.path.isabs(target) else os.path.join(base, target)
+    path = target_path(target, base)
+    if path is not None:
         if not os.path.isfile(path):
             scope.error(f"file {target!r} not found (resolved to {path})", field)
             return None

@@ -7,6 +7,8 @@ contract that produces them lives in :mod:`exporter.manifest`.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -86,6 +88,14 @@ class Entry:
 
     def expectation(self, mode: str) -> Expectation | None:
         return self.expect.get(mode)
+
+
+def target_path(target: str, base_dir: str) -> str | None:
+    """The file that the target part of ``path/file.py:attr`` names, resolved against the
+    manifest's folder; None for a ``pkg.module`` target."""
+    if not target.endswith(".py"):
+        return None
+    return target if os.path.isabs(target) else os.path.join(base_dir, target)
 
 
 @dataclass(frozen=True)

@@ -72,13 +72,14 @@ def cmd_submit(args: argparse.Namespace, run_parser: argparse.ArgumentParser,
                           resume=bool(args.resume), run_args=tuple(extra),
                           working_dir=args.working_dir, submission_id=args.submission_id,
                           runtime_env_file=args.runtime_env)
-    job_id = jobs.submit(sub)
+    api = jobs.JobsAPI(address)
+    job_id = api.submit(sub)
     print(f"submitted job {job_id} to {address}\n"
           f"  run {run_id}: results in {args.out}\n"
           f"  follow: exportsweep jobs logs {job_id} --address {address} --follow")
     if not args.wait:
         return EXIT_OK
-    info = jobs.follow(address, job_id)
+    info = api.follow(job_id)
     print(jobs.describe(info, job_id))
     return jobs.outcome_code(info)
 
@@ -86,20 +87,20 @@ def cmd_submit(args: argparse.Namespace, run_parser: argparse.ArgumentParser,
 def cmd_jobs(args: argparse.Namespace) -> int:
     from orchestrator import jobs
 
-    address = _address(args)
+    api = jobs.JobsAPI(_address(args))
     if args.action == "status":
-        print(jobs.describe(jobs.job_info(address, args.job_id), args.job_id))
+        print(jobs.describe(api.info(args.job_id), args.job_id))
         return EXIT_OK
     if args.action == "stop":
-        stopped = jobs.stop(address, args.job_id)
+        stopped = api.stop(args.job_id)
         print(f"job {args.job_id}: " + ("stop requested" if stopped else "already finished"))
         return EXIT_OK
     if args.follow:
-        jobs.job_info(address, args.job_id)
-        info = jobs.follow(address, args.job_id)
+        api.info(args.job_id)
+        info = api.follow(args.job_id)
         sys.stderr.write(jobs.describe(info, args.job_id) + "\n")
         return jobs.outcome_code(info)
-    sys.stdout.write(jobs.logs(address, args.job_id))
+    sys.stdout.write(api.logs(args.job_id))
     return EXIT_OK
 
 

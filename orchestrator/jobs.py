@@ -19,6 +19,7 @@ knows where the rows will land and a retried nightly resumes the same run.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import sys
@@ -30,6 +31,7 @@ import yaml
 
 from exporter.errors import ExportsweepError, UsageError
 from exporter.manifest import Manifest
+from exporter.spec import target_path
 
 PACKAGES = ("exporter", "orchestrator")
 EXCLUDES = (".git", ".venv", "venv", "results", "test-output", "**/__pycache__", "*.pt2",
@@ -75,11 +77,9 @@ def check_shippable(manifest: Manifest, working_dir: str) -> None:
     for entry in manifest.entries:
         for fld in ("entrypoint", "inputs"):
             value = getattr(entry, fld)
-            if not isinstance(value, str) or ".py:" not in value:
-                continue
-            target = value.split(":", 1)[0]
-            path = target if os.path.isabs(target) else os.path.join(entry.base_dir, target)
-            if not os.path.realpath(path).startswith(root):
+            path = target_path(value.split(":", 1)[0], entry.base_dir) \
+                if isinstance(value, str) else None
+            if path is not None and not os.path.realpath(path).startswith(root):
                 problems.append(f"{entry.source}: entry {entry.name!r}: field '{fld}': "
                                 f"{os.path.realpath(path)} lies outside the working dir "
                                 f"{os.path.realpath(working_dir)} and would not be shipped "
@@ -121,54 +121,82 @@ def _load_runtime_env(path: str) -> dict[str, Any]:
     return data
 
 
-def client(address: str) -> Any:
-    import logging
+class JobsAPI:
+    """One connection to a cluster's Jobs API (the client's constructor is itself a request)."""
 
-    from ray.job_submission import JobSubmissionClient
-    # Ray's SDK narrates every upload at INFO on stderr; our own lines say what matters.
-    for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise JobsError(f"cannot reach the Ray Jobs API at {address}: {_first_line(exc)}") \
-            from None
+    def __init__(self, address: str) -> None:
+        from ray.job_submission import JobSubmissionClient
+        # Ray's SDK narrates every upload at INFO on stderr; our own lines say what matters.
+        for name in ("ray", "ray.dashboard.modules.dashboard_sdk",
+                     "ray.dashboard.modules.job.sdk"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.address = address
+        try:
+            self.client = JobSubmissionClient(address)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise JobsError(f"cannot reach the Ray Jobs API at {address}: "
+                            f"{_first_line(exc)}") from None
 
+    def submit(self, sub: Submission) -> str:
+        """Submit; returns the job's submission id. A taken submission id is refused clearly."""
+        if sub.submission_id:
+            self._refuse_existing(sub.submission_id)
+        try:
+            return self.client.submit_job(
+                entrypoint=entrypoint(sub), submission_id=sub.submission_id,
+                runtime_env=runtime_env(sub),
+                metadata={"exportsweep_run_id": sub.run_id, "exportsweep_out": sub.out,
+                          **sub.metadata})
+        except RuntimeError as exc:
+            if sub.submission_id and "already exists" in str(exc):
+                self._refuse_existing(sub.submission_id)    # lost a race: same message
+            raise JobsError(f"Ray refused the job: {_first_line(exc)}") from None
 
-def submit(sub: Submission) -> str:
-    """Submit; returns the job's submission id. A taken submission id is refused clearly."""
-    c = client(sub.address)
-    if sub.submission_id:
-        _refuse_existing(c, sub.submission_id, sub.address)
-    try:
-        return c.submit_job(entrypoint=entrypoint(sub), submission_id=sub.submission_id,
-                            runtime_env=runtime_env(sub),
-                            metadata={"exportsweep_run_id": sub.run_id, "exportsweep_out": sub.out,
-                                      **sub.metadata})
-    except RuntimeError as exc:
-        if sub.submission_id and "already exists" in str(exc):
-            _refuse_existing(c, sub.submission_id, sub.address)    # lost a race: same message
-        raise JobsError(f"Ray refused the job: {_first_line(exc)}") from None
+    def _refuse_existing(self, submission_id: str) -> None:
+        try:
+            info = self.client.get_job_info(submission_id)
+        except RuntimeError:
+            return                                         # no such job: the id is free
+        raise UsageError(f"a job with submission id {submission_id!r} already exists on "
+                         f"{self.address} (status {info.status}): not submitted again. Follow "
+                         f"it with `exportsweep jobs logs {submission_id} --address "
+                         f"{self.address} --follow`")
 
+    def info(self, job_id: str) -> Any:
+        try:
+            return self.client.get_job_info(job_id)
+        except RuntimeError as exc:
+            if "404" in str(exc) or "does not exist" in str(exc):
+                raise UsageError(f"no job {job_id!r} on {self.address}") from None
+            raise JobsError(f"cannot get job {job_id!r}: {_first_line(exc)}") from None
 
-def _refuse_existing(c: Any, submission_id: str, address: str) -> None:
-    try:
-        info = c.get_job_info(submission_id)
-    except RuntimeError:
-        return                                         # no such job: the id is free
-    raise UsageError(f"a job with submission id {submission_id!r} already exists on {address} "
-                     f"(status {info.status}): not submitted again. Follow it with "
-                     f"`exportsweep jobs logs {submission_id} --address {address} --follow`")
+    def follow(self, job_id: str, stream: TextIO = sys.stdout) -> Any:
+        """Stream the job's logs until it ends; returns its final JobInfo."""
+        async def tail() -> None:
+            async for chunk in self.client.tail_job_logs(job_id):
+                stream.write(chunk)
+                stream.flush()
 
+        try:
+            asyncio.run(tail())
+        except RuntimeError as exc:           # the log websocket broke: fall back to polling
+            stream.write(f"exportsweep: log stream interrupted ({_first_line(exc)}); waiting\n")
+        while True:
+            info = self.client.get_job_info(job_id)
+            if str(info.status) in TERMINAL:
+                return info
+            time.sleep(2)
 
-def job_info(address: str, job_id: str) -> Any:
-    c = client(address)
-    try:
-        return c.get_job_info(job_id)
-    except RuntimeError as exc:
-        if "404" in str(exc) or "does not exist" in str(exc):
-            raise UsageError(f"no job {job_id!r} on {address}") from None
-        raise JobsError(f"cannot get job {job_id!r}: {_first_line(exc)}") from None
+    def stop(self, job_id: str) -> bool:
+        self.info(job_id)                                  # unknown id: exit 2, clearly
+        try:
+            return bool(self.client.stop_job(job_id))
+        except RuntimeError as exc:
+            raise JobsError(f"cannot stop job {job_id!r}: {_first_line(exc)}") from None
+
+    def logs(self, job_id: str) -> str:
+        self.info(job_id)
+        return self.client.get_job_logs(job_id)
 
 
 def describe(info: Any, job_id: str) -> str:
@@ -187,26 +215,6 @@ def describe(info: Any, job_id: str) -> str:
     return "\n".join(lines)
 
 
-def follow(address: str, job_id: str, stream: TextIO = sys.stdout) -> Any:
-    """Stream the job's logs until it ends; returns its final JobInfo."""
-    c = client(address)
-
-    async def tail() -> None:
-        async for chunk in c.tail_job_logs(job_id):
-            stream.write(chunk)
-            stream.flush()
-
-    try:
-        asyncio.run(tail())
-    except RuntimeError as exc:           # the log websocket broke: fall back to polling
-        stream.write(f"exportsweep: log stream interrupted ({_first_line(exc)}); waiting\n")
-    while True:
-        info = c.get_job_info(job_id)
-        if str(info.status) in TERMINAL:
-            return info
-        time.sleep(2)
-
-
 def outcome_code(info: Any) -> int:
     """The job's outcome as an exit code: the driver's own code when Ray reports it."""
     if str(info.status) == "SUCCEEDED":
@@ -214,19 +222,6 @@ def outcome_code(info: Any) -> int:
     if info.driver_exit_code not in (None, 0):
         return int(info.driver_exit_code)
     return 130 if str(info.status) == "STOPPED" else 1
-
-
-def stop(address: str, job_id: str) -> bool:
-    job_info(address, job_id)                          # unknown id: exit 2, clearly
-    try:
-        return bool(client(address).stop_job(job_id))
-    except RuntimeError as exc:
-        raise JobsError(f"cannot stop job {job_id!r}: {_first_line(exc)}") from None
-
-
-def logs(address: str, job_id: str) -> str:
-    job_info(address, job_id)
-    return client(address).get_job_logs(job_id)
 
 
 def check_run_args(args: Iterable[str]) -> None:
