@@ -7,8 +7,9 @@ import time
 from collections import Counter, defaultdict
 from typing import Any, TextIO
 
+from exporter.record import PASSING
+
 STATUS_ORDER = ("PASS", "XFAIL", "FAIL", "XPASS", "ERROR", "SKIP")
-PASSING = ("PASS", "XFAIL")
 
 
 def count_statuses(rows: list[dict[str, Any]]) -> dict[str, int]:

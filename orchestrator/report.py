@@ -20,17 +20,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from exporter.record import PASSING
 from exporter.taxonomy import CATEGORY_BY_NAME, CATEGORY_NAMES, STAGE_ORDINAL, STAGES
 from orchestrator import diff as diffmod
 from orchestrator.clusters import cluster_rows
-from orchestrator.report_assets import CSS, JS, PAGE_SIZE
+from orchestrator.report_assets import CSS, JS, PAGE_SIZE, STATUSES
 from orchestrator.report_charts import Bar, Point, Segment, attrs, esc, hbar_chart, run_chart
 
 if TYPE_CHECKING:
     from orchestrator.runs import RunData, RunInfo
 
-STATUSES = ("PASS", "XFAIL", "XPASS", "FAIL", "ERROR", "SKIP")
-OK = ("PASS", "XFAIL")                      # "pass rate": PASS + XFAIL over all final pairs
 FAILING = ("FAIL", "XFAIL", "ERROR")
 SEVERITY = {"FAIL": 0, "ERROR": 1, "XPASS": 2, "XFAIL": 3, "SKIP": 4, "PASS": 5}
 CHANGE_NOTES = {
@@ -58,7 +57,7 @@ class RunSummary:
 
     @property
     def pass_rate(self) -> float | None:
-        return 100.0 * sum(self.counts.get(s, 0) for s in OK) / self.pairs if self.pairs else None
+        return 100.0 * sum(self.counts.get(s, 0) for s in PASSING) / self.pairs if self.pairs else None
 
 
 def summarize(run_id: str, started_at: str | None, meta: dict[str, Any],
@@ -100,7 +99,7 @@ def status_counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 
 def pass_rate(rows: Sequence[dict[str, Any]]) -> float | None:
-    return 100.0 * sum(r["status"] in OK for r in rows) / len(rows) if rows else None
+    return 100.0 * sum(r["status"] in PASSING for r in rows) / len(rows) if rows else None
 
 
 def stage_funnel(rows: Sequence[dict[str, Any]]) -> list[tuple[str, int, int]]:
@@ -131,7 +130,7 @@ def group_counts(rows: Iterable[dict[str, Any]], key: str) -> list[tuple[str, di
 
 def _rate(counts: dict[str, int]) -> float:
     total = sum(counts.values())
-    return sum(counts.get(s, 0) for s in OK) / total if total else 0.0
+    return sum(counts.get(s, 0) for s in PASSING) / total if total else 0.0
 
 
 def category_counts(rows: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, int]]]:
@@ -597,12 +596,13 @@ def write_report(out: str, run: str = "latest", baseline: str | None = None,
     """Load ``run`` (an id, ``latest`` or ``previous``), its baseline (default: the run before
     it) and every run's summary from ``out``; write the page to ``output``."""
     from orchestrator.runs import list_runs, previous_run, read_run, resolve_run
-    run_id = resolve_run(out, run)
-    base_id = resolve_run(out, baseline) if baseline else previous_run(out, run_id)
+    infos = list_runs(out)              # once: the aliases, the baseline and the trend
+    run_id = resolve_run(out, run, infos)
+    base_id = resolve_run(out, baseline, infos) if baseline else previous_run(out, run_id, infos)
     data = read_run(out, run_id)
     base = None if base_id is None else data if base_id == run_id else read_run(out, base_id)
     loaded = {d.run_id: d for d in (data, base) if d is not None}
-    history, problems = load_history(out, list_runs(out), loaded)
+    history, problems = load_history(out, infos, loaded)
     changes = diffmod.compare_runs(base.final_rows, data.final_rows) if base else None
     size = save(output, build_report(data, history, base, problems=problems, changes=changes))
     return ReportResult(output, run_id, base.run_id if base else None, len(data.final_rows),

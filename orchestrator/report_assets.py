@@ -12,7 +12,7 @@ reader changes it, so a view can be shared as a link.
 """
 
 PAGE_SIZE = 200
-_STATUSES = ("PASS", "XFAIL", "XPASS", "FAIL", "ERROR", "SKIP")
+STATUSES = ("PASS", "XFAIL", "XPASS", "FAIL", "ERROR", "SKIP")   # display order
 
 _LIGHT = """
   --bg:#f6f7f9; --panel:#ffffff; --fg:#1c1f24; --muted:#5d6571; --faint:#8a929c;
@@ -89,10 +89,10 @@ svg g.bar:hover .seg, svg g.pt:hover .col {{ opacity: .8; }}
 .k0 {{ fill: #8c96a3; }} .k1 {{ fill: #b3a06b; }} .k2 {{ fill: #4a7fd6; }} .k3 {{ fill: #49a3a0; }}
 .k4 {{ fill: #7b62c9; }} .k5 {{ fill: #d08a3c; }} .k6 {{ fill: #c65a86; }} .k7 {{ fill: #5aa15b; }}
 .k8 {{ fill: #a0524a; }}
-{"".join(f".s-{s} {{ fill: var(--{s}); }} " for s in _STATUSES)}
+{"".join(f".s-{s} {{ fill: var(--{s}); }} " for s in STATUSES)}
 .st {{ display: inline-block; white-space: nowrap; font-size: 11px; font-weight: 600; padding: 0 6px; border-radius: 4px;
   background: var(--SKIP); letter-spacing: .03em; }}
-{"".join(f".st.s-{s} {{ background: var(--{s}); color: var(--on{s}); }} " for s in _STATUSES)}
+{"".join(f".st.s-{s} {{ background: var(--{s}); color: var(--on{s}); }} " for s in STATUSES)}
 table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ text-align: left; padding: 3px 8px; border-bottom: 1px solid var(--grid); vertical-align: top; }}
 th {{ font-size: 11px; color: var(--muted); font-weight: 600; letter-spacing: .03em;
