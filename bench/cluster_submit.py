@@ -101,7 +101,7 @@ def submit(cluster: LocalRayCluster, s3, zoo: str, env: dict, job: str,
         time.sleep(0.2)
     total = time.monotonic() - started
     out = proc.stdout.read() if proc.stdout else ""
-    from orchestrator.runs import read_run
+    from orchestrator.results.runs import read_run
     pairs = len(read_run("s3://bench/nightly", job).final_rows)
     return first_row, total, proc.returncode, pairs
 

@@ -4,7 +4,7 @@
                                               [--out DIR] [--no-browser]
 
 Writes ``--runs`` runs of ``--pairs`` final (entry, mode) pairs each with the real schema
-through ``orchestrator.sink.ResultSink`` (one file per entry by default, as the driver
+through ``orchestrator.results.sink.ResultSink`` (one file per entry by default, as the driver
 writes them; ``--rows-per-file 1000`` mimics a compacted run), with ``_run.json`` as a
 finished sweep leaves it.  Statuses, categories, stages, messages (hence signatures,
 computed by the real ``Failure.make``), wall times and memory follow the shapes of real
@@ -36,7 +36,8 @@ sys.path.insert(0, REPO)
 from exporter.record import Record  # noqa: E402
 from exporter.schema import RowContext, row  # noqa: E402
 from exporter.taxonomy import CATEGORY_BY_NAME, STAGES, Failure  # noqa: E402
-from orchestrator.sink import RUN_META, ResultSink  # noqa: E402
+from orchestrator.results.layout import RunMeta  # noqa: E402
+from orchestrator.results.sink import ResultSink  # noqa: E402
 
 EXPORTSWEEP = os.path.join(os.path.dirname(sys.executable), "exportsweep")
 FAMILIES = (("timm", 0.45), ("transformers", 0.25), ("torchvision", 0.2), ("manual", 0.1))
@@ -172,12 +173,12 @@ def build_dataset(out: str, pairs: int, runs: int, rows_per_file: int, seed: int
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         wall = 3600 * rnd.uniform(2.5, 3.5)
-        sink.write_json(RUN_META, {
-            "run_id": run_id, "started_at": start.isoformat(timespec="seconds"),
-            "finished_at": (start + timedelta(seconds=wall)).isoformat(timespec="seconds"),
-            "wall_s": round(wall, 2), "counts": counts, "rows": len(rows), "parts": parts,
-            "expected_pairs": len(rows), "executor": "ray", "manifest": "manifests/nightly.yaml",
-            "versions": {"torch": "2.14.1", "exportsweep": "bench"}})
+        sink.write_meta(RunMeta(
+            run_id, started_at=start.isoformat(timespec="seconds"),
+            finished_at=(start + timedelta(seconds=wall)).isoformat(timespec="seconds"),
+            wall_s=round(wall, 2), counts=counts, rows=len(rows), parts=parts,
+            expected_pairs=len(rows), executor="ray", manifest="manifests/nightly.yaml",
+            versions={"torch": "2.14.1", "exportsweep": "bench"}))
         ids.append(run_id)
     return ids
 
@@ -254,8 +255,8 @@ def main() -> None:
     base, new = ids[-2] if len(ids) > 1 else ids[-1], ids[-1]
     page = os.path.join(out, "report.html")
 
-    from orchestrator import diff, report
-    from orchestrator.runs import list_runs, read_run
+    from orchestrator.views import diff, report
+    from orchestrator.results.runs import list_runs, read_run
     rows: list[tuple[str, float]] = []
     rows.append(("exportsweep report DIR (subprocess)",
                  timed([EXPORTSWEEP, "report", out, "-o", page])[0]))

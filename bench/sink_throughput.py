@@ -2,7 +2,7 @@
 
 Writes N small part files (one per finished entry, 2 rows each, as a sweep does) to a local
 folder and to an S3-compatible server on loopback (moto; started here), then reads the run
-back with orchestrator.runs.read_run, and compacts it.  The figures feed docs/cluster.md's
+back with orchestrator.results.runs.read_run, and compacts it.  The figures feed docs/cluster.md's
 paper estimate of a 10,000-model sweep.
 
     .venv/bin/python bench/sink_throughput.py [N]
@@ -22,10 +22,11 @@ sys.path.insert(0, ROOT)
 
 from exporter.record import Record  # noqa: E402
 from exporter.schema import RowContext, row  # noqa: E402
-from orchestrator.compact import compact_run  # noqa: E402
-from orchestrator.runs import read_run  # noqa: E402
-from orchestrator.sink import RUN_META, ResultSink  # noqa: E402
-from orchestrator.storage import listing, location  # noqa: E402
+from orchestrator.results.compact import compact_run  # noqa: E402
+from orchestrator.results.layout import RunMeta  # noqa: E402
+from orchestrator.results.runs import read_run  # noqa: E402
+from orchestrator.results.sink import ResultSink  # noqa: E402
+from orchestrator.results.storage import listing, location  # noqa: E402
 
 
 def rows_for(i: int, run_id: str) -> list[dict]:
@@ -46,8 +47,8 @@ def measure(out: str, n: int) -> dict[str, float]:
     loc = location(out)
     parts = {i.base_name: 2 for i in listing(loc, loc.path("run_id=bench"))
              if i.base_name.endswith(".parquet")}
-    sink.write_json(RUN_META, {"started_at": "x", "finished_at": "y", "parts": parts,
-                               "expected_pairs": 2 * n})
+    sink.write_meta(RunMeta("bench", started_at="x", finished_at="y", parts=parts,
+                            expected_pairs=2 * n))
     size = sum(i.size or 0 for i in listing(loc, loc.path("run_id=bench")))
     started = time.perf_counter()
     run = read_run(out, "bench")

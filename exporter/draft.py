@@ -9,28 +9,26 @@ pass: only its report is kept.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import torch
 
 from exporter.record import Record
 
-if TYPE_CHECKING:
-    from exporter.pipeline import Shared
-
 MAX_REPORT_CHARS = 4000
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def enrich(record: Record, shared: "Shared", strict: bool) -> None:
+def enrich(record: Record, fresh: Callable[[], tuple[torch.nn.Module, tuple, dict]],
+           dynamic_shapes: Any, strict: bool) -> None:
+    """``fresh()`` gives an untouched copy of the model and its example inputs."""
     draft_export = getattr(torch.export, "draft_export", None)
-    if draft_export is None or shared.case is None:
+    if draft_export is None:
         record.draft_report = "draft_export is not available in this torch"
         return
-    args, kwargs = shared.fresh_inputs()
+    model, args, kwargs = fresh()
     try:
-        ep = draft_export(shared.fresh_model(), args, kwargs,
-                          dynamic_shapes=shared.case.dynamic_shapes, strict=strict)
+        ep = draft_export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=strict)
     except Exception as exc:  # noqa: BLE001 - draft_export re-raises what it cannot fix
         record.draft_report = f"draft_export raised {type(exc).__name__}: {str(exc)[:500]}"
         return

@@ -27,6 +27,7 @@ from exporter import families
 from exporter.errors import ManifestError, ManifestErrors
 from exporter.spec import (DEVICES, DTYPES, EXPECT_STATUSES, INTEGER_DTYPES, MODES, DimSpec,
                            Entry, Expectation, TensorSpec, Tolerance, target_path)
+from exporter.status import FAIL, PASS
 from exporter.taxonomy import CATEGORY_NAMES, STAGES
 
 TOP_KEYS = ("version", "defaults", "include", "entries", "families")
@@ -493,7 +494,7 @@ def _check_expectation(scope: _Scope, spec: Any, fld: str) -> Expectation | None
         scope.error("must be a mapping {status, category?, stage?}", fld)
         return None
     _unknown_keys(scope, spec, ("status", "category", "stage"), fld)
-    status = spec.get("status", "FAIL")
+    status = spec.get("status", FAIL)
     category, stage = spec.get("category"), spec.get("stage")
     if status not in EXPECT_STATUSES:
         scope.error(f"status must be one of {', '.join(EXPECT_STATUSES)}, got {status!r}",
@@ -504,7 +505,7 @@ def _check_expectation(scope: _Scope, spec: Any, fld: str) -> Expectation | None
             f" (did you mean {hint[0]}?)" if hint else ""), f"{fld}.category")
     elif stage is not None and stage not in STAGES:
         scope.error(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})", f"{fld}.stage")
-    elif status == "PASS" and (category or stage):
+    elif status == PASS and (category or stage):
         scope.error("an expected PASS takes no category or stage", fld)
     else:
         return Expectation(status, category, stage)

@@ -231,8 +231,9 @@ def _run_mode(run: ModeRun, logger: Any) -> None:
             record.fail(exc.failure)
         except Exception as exc:  # noqa: BLE001 - every model failure becomes a row
             record.fail(classify_exception(exc, name))
-            if name == "export" and shared.options.draft_export:
-                draft.enrich(record, shared, run.strict)
+            if name == "export" and shared.options.draft_export and shared.case is not None:
+                draft.enrich(record, lambda: (shared.fresh_model(), *shared.fresh_inputs()),
+                             shared.case.dynamic_shapes, run.strict)
         finally:
             record.seconds[name] = round(time.perf_counter() - t0, 4)
         logger.debug("stage", stage=name, seconds=record.seconds[name],

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.spec import Entry, Expectation
+from exporter.status import ERROR, FAIL, PASS, SKIP, XFAIL, XPASS
 from exporter.taxonomy import CATEGORY_BY_NAME, STAGE_ORDINAL, STAGES, Failure
 
-STATUSES = ("PASS", "FAIL", "XFAIL", "XPASS", "ERROR", "SKIP")
-# "Pass rate" everywhere (console, report, docs/schema.md): passes or fails as expected.
-PASSING = ("PASS", "XFAIL")
 STAGE_STATES = ("passed", "failed", "skipped", "not_reached")
 
 
@@ -26,7 +24,7 @@ class Record:
     device: str                       # where it ran
     requested_device: str = "cpu"     # what the manifest asked for (cpu | cuda | any)
     tags: list[str] = field(default_factory=list)
-    status: str = "PASS"
+    status: str = PASS
     stage_reached: str | None = None
     failed_stage: str | None = None
     category: str | None = None
@@ -85,25 +83,25 @@ class Record:
         self.signature = failure.signature
         self.user_frame = failure.user_frame
         self.traceback = failure.traceback
-        self.status = "ERROR" if CATEGORY_BY_NAME[failure.category].infra else "FAIL"
+        self.status = ERROR if CATEGORY_BY_NAME[failure.category].infra else FAIL
 
     def skip(self, reason: str) -> None:
-        self.status = "SKIP"
+        self.status = SKIP
         self.skip_reason = reason
         self.stage_status = dict.fromkeys(STAGES, "skipped")
 
     def apply_expectation(self, expect: Expectation | None) -> None:
         """Turn FAIL into XFAIL and PASS into XPASS where the manifest predicted a failure."""
-        if expect is None or self.status in ("ERROR", "SKIP"):
+        if expect is None or self.status in (ERROR, SKIP):
             return
         self.expected = expect.describe()
-        if expect.status != "FAIL":
+        if expect.status != FAIL:
             return
-        if self.status == "PASS":
-            self.status = "XPASS"
-        elif self.status == "FAIL" and (expect.category in (None, self.category)) and (
+        if self.status == PASS:
+            self.status = XPASS
+        elif self.status == FAIL and (expect.category in (None, self.category)) and (
                 expect.stage in (None, self.failed_stage)):
-            self.status = "XFAIL"
+            self.status = XFAIL
 
     @property
     def stage_ordinal(self) -> int:

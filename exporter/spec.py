@@ -8,9 +8,10 @@ contract that produces them lives in :mod:`exporter.manifest`.
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from exporter.status import EXPECTABLE, FAIL
 
 MODES: tuple[str, ...] = ("non-strict", "strict")
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "any")
@@ -19,7 +20,7 @@ DTYPES: tuple[str, ...] = (
     "int64", "int32", "int16", "int8", "uint8", "bool",
 )
 INTEGER_DTYPES = frozenset({"int64", "int32", "int16", "int8", "uint8"})
-EXPECT_STATUSES: tuple[str, ...] = ("PASS", "FAIL")
+EXPECT_STATUSES: tuple[str, ...] = EXPECTABLE
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Tolerance:
 class Expectation:
     """A known outcome for one mode: FAIL (optionally with category / stage) or PASS."""
 
-    status: str = "FAIL"
+    status: str = FAIL
     category: str | None = None
     stage: str | None = None
 

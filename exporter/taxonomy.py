@@ -30,6 +30,12 @@ class Category:
     stage: str | None      # where it is normally raised (None: anywhere)
     infra: bool            # True: the orchestrator's fault, not the model's (status ERROR)
     meaning: str
+    retried: bool = False  # the supervisor retries the entry on a fresh worker (--max-attempts)
+
+
+# The infrastructure categories the orchestrator itself assigns (the model's categories come
+# from the rules below).
+TIMEOUT, WORKER_CRASH, OOM, INFRA_ERROR = "TIMEOUT", "WORKER_CRASH", "OOM", "INFRA_ERROR"
 
 
 CATEGORIES: tuple[Category, ...] = (
@@ -75,10 +81,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category("AOTI_COMPILE_ERROR", "aoti", False,
              "AOTInductor compilation, packaging or loading raised"),
     Category("AOTI_MISMATCH", "aoti", False, "the AOTInductor module's outputs differ from eager"),
-    Category("TIMEOUT", None, True, "the entry ran past its deadline"),
-    Category("WORKER_CRASH", None, True, "the worker process died (segfault, abort, os._exit, kill)"),
-    Category("OOM", None, True, "memory ran out (MemoryError, CUDA OOM, or the memory monitor)"),
-    Category("INFRA_ERROR", None, True, "exportsweep itself failed around the entry"),
+    Category(TIMEOUT, None, True, "the entry ran past its deadline"),
+    Category(WORKER_CRASH, None, True, "the worker process died (segfault, abort, os._exit, kill)",
+             retried=True),
+    Category(OOM, None, True, "memory ran out (MemoryError, CUDA OOM, or the memory monitor)",
+             retried=True),
+    Category(INFRA_ERROR, None, True, "exportsweep itself failed around the entry"),
 )
 CATEGORY_NAMES: tuple[str, ...] = tuple(c.name for c in CATEGORIES)
 CATEGORY_BY_NAME = {c.name: c for c in CATEGORIES}

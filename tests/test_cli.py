@@ -59,7 +59,7 @@ def test_in_process_run_writes_dataset_run_json_and_logs(write_manifest, tmp_pat
     assert len(meta["manifest_sha256"]) == 64 and meta["versions"]["torch"]
     assert meta["command_line"][1:3] == ["run", str(path)]
     events = [json.loads(line) for line in (run_dir / "_logs" / "driver.jsonl").read_text().splitlines()]
-    failed = [e for e in events if e["event"] == "entry failed"]
+    failed = [e for e in events if e["event"] == "entry finished" and e["status"] == "FAIL"]
     assert failed and all(e["run"] == "night-1" and e["entry"] == "fails" and e["mode"] == "strict"
                           for e in failed)
     assert any(e["event"] == "captured output" for e in events)

@@ -8,8 +8,8 @@ import pytest
 from exporter.manifest import load_manifest
 from exporter.pipeline import run_entry
 from exporter.schema import RowContext, row
-from orchestrator.clusters import cluster_rows, read_clusters, write_clusters
-from orchestrator.sink import ResultSink
+from orchestrator.results.clusters import cluster_rows, read_clusters, write_clusters
+from orchestrator.results.sink import ResultSink
 
 
 @pytest.fixture(scope="module")

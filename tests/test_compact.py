@@ -15,9 +15,10 @@ import pytest
 
 from exporter.record import Record
 from exporter.schema import RowContext, row
-from orchestrator.compact import CompactError, compact_run, row_hashes
-from orchestrator.runs import read_run
-from orchestrator.sink import RUN_META, ResultSink
+from orchestrator.results.compact import CompactError, compact_run, row_hashes
+from orchestrator.results.layout import RUN_META, RunMeta
+from orchestrator.results.runs import read_run
+from orchestrator.results.sink import ResultSink
 
 BIN = Path(sys.executable).parent
 
@@ -37,9 +38,9 @@ def _finished_run(out: Path, run_id: str, files: int, per_file: int = 3) -> Resu
     for f in range(files):
         sink.write(_rows(run_id, [f"m{f}-{i}" for i in range(per_file)]))
     parts = {p.name: per_file for p in Path(sink.dir).glob("part-*.parquet")}
-    sink.write_json(RUN_META, {"run_id": run_id, "started_at": "2026-11-26T00:00:00+00:00",
-                               "finished_at": "2026-11-26T01:00:00+00:00",
-                               "expected_pairs": files * per_file, "parts": parts})
+    sink.write_meta(RunMeta(run_id, started_at="2026-11-26T00:00:00+00:00",
+                            finished_at="2026-11-26T01:00:00+00:00",
+                            expected_pairs=files * per_file, parts=parts))
     return sink
 
 
@@ -146,4 +147,4 @@ def test_a_sweep_can_compact_itself_when_it_finishes(write_manifest, tmp_path):
     assert len(files) == 1 and files[0].name.startswith("part-compacted-")
     run = read_run(str(out), "c")
     assert run.problems == [] and len(run.final_rows) == 4
-    assert run.meta["compacted"]["files"] == 2
+    assert run.meta.compacted["files"] == 2

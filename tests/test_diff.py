@@ -10,9 +10,9 @@ from pathlib import Path
 from exporter.record import Record
 from exporter.schema import RowContext, row
 from exporter.taxonomy import Failure
-from orchestrator import diff
-from orchestrator.sink import ResultSink
-from orchestrator.runs import read_final_rows
+from orchestrator.results.runs import read_final_rows
+from orchestrator.results.sink import ResultSink
+from orchestrator.views import diff
 
 from conftest import REPO
 

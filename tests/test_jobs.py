@@ -19,7 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from orchestrator.runs import read_run
+from orchestrator.results.runs import read_run
 from raynodes import LocalRayCluster
 
 BIN = Path(sys.executable).parent
@@ -90,7 +90,7 @@ def test_submit_runs_on_the_cluster_and_results_land_on_s3(cluster, workdir, s3_
                for i in range(3))
     assert {r["node_id"] for r in rows.values()} >= {gpu_node, cpu_node}   # > 1 node
     assert cluster.nodes["head"].node_id not in {r["node_id"] for r in rows.values()}
-    assert run.meta["cluster"]["nodes"] == 3 and run.meta["executor"] == "ray"
+    assert run.meta.cluster["nodes"] == 3 and run.meta.executor == "ray"
 
     report = _cli("report", out, "-o", str(workdir / "report.html"), cwd=workdir)
     assert report.returncode == 0, report.stderr        # read back from S3 by the report

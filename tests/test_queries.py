@@ -9,7 +9,8 @@ import duckdb
 import pytest
 
 from exporter.manifest import load_manifest
-from orchestrator.sweep import SweepConfig, run_sweep
+from orchestrator.execute.config import SweepConfig
+from orchestrator.execute.sweep import run_sweep
 
 from conftest import REPO
 

@@ -26,10 +26,12 @@ import pytest
 
 from exporter.record import Record
 from exporter.schema import RowContext, row
+from exporter.status import FAILED, STATUSES
 from exporter.taxonomy import STAGES, Failure
-from orchestrator import diff, report
-from orchestrator.runs import RunData, read_run
-from orchestrator.sink import RUN_META, ResultSink
+from orchestrator.results.layout import RUN_META, RunMeta
+from orchestrator.results.runs import RunData, read_run
+from orchestrator.results.sink import ResultSink
+from orchestrator.views import diff, report
 
 from conftest import REPO
 
@@ -72,7 +74,7 @@ def _row(entry: str, status: str = "PASS", category: str | None = None, stage: s
 
 def _run(rows: list[dict[str, Any]], run_id: str = "night-2", meta: dict | None = None,
          problems: list[str] | None = None) -> RunData:
-    return RunData(run_id, meta or {}, rows, rows, problems or [])
+    return RunData(run_id, RunMeta(run_id, **(meta or {})), rows, rows, problems or [])
 
 
 def _night(run_id: str, broken: bool, worse: bool = False) -> list[dict[str, Any]]:
@@ -195,7 +197,7 @@ def test_headline_numbers_match_the_rows():
     head = doc.by_id("headline")
     counts = {n.get("data-status"): int(n.get("data-count")) for n in head.all(class_="stat")
               if n.get("data-status")}
-    expected = {s: sum(r["status"] == s for r in rows) for s in report.STATUSES}
+    expected = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     assert counts == expected and sum(counts.values()) == len(rows) == int(head.get("data-pairs"))
     ok = expected["PASS"] + expected["XFAIL"]
     assert head.get("data-pass-rate") == f"{100 * ok / len(rows):.1f}"
@@ -231,7 +233,7 @@ def test_rates_taxonomy_clusters_slowest_and_memory():
     assert cats == {"DATA_DEPENDENT_GUARD": 4, "GRAPH_BREAK": 2, "DECOMPOSITION_ERROR": 2,
                     "TIMEOUT": 2, "NUMERIC_MISMATCH": 2}
     clusters = doc.by_id("clusters").all("tbody")[0].all("tr")
-    assert len(clusters) == len({r["signature"] for r in rows if r["status"] in report.FAILING})
+    assert len(clusters) == len({r["signature"] for r in rows if r["status"] in FAILED})
     assert int(clusters[0].get("data-rows")) == 4 and "DATA_DEPENDENT_GUARD" in clusters[0].text()
     assert all("exportsweep repro m.yaml" in c.text() for c in clusters)
     slow = doc.by_id("slowest").all("g", class_="bar")
@@ -328,13 +330,14 @@ def test_trend_has_one_point_per_run_in_order_and_highlights_the_selected():
 
 
 def test_run_summary_from_meta_or_from_rows():
-    meta = {"counts": {"PASS": 3, "FAIL": 1}, "wall_s": 12.5,
-            "started_at": "2026-11-20T02:00:00+00:00", "finished_at": "2026-11-20T02:00:12+00:00"}
+    meta = RunMeta("r", counts={"PASS": 3, "FAIL": 1}, wall_s=12.5,
+                   started_at="2026-11-20T02:00:00+00:00",
+                   finished_at="2026-11-20T02:00:12+00:00")
     s = report.summarize("r", None, meta)
     assert s.pairs == 4 and s.pass_rate == 75.0 and s.wall_s == 12.5
-    assert not report.needs_rows(meta) and report.needs_rows({"started_at": "x"})
+    assert not report.needs_rows(meta) and report.needs_rows(RunMeta("r", started_at="x"))
     rows = [_row("a", seconds=5.0), _row("b", "XFAIL", "GRAPH_BREAK", "export")]
-    s = report.summarize("r", "2026-11-20T02:00:00+00:00", {}, rows)
+    s = report.summarize("r", "2026-11-20T02:00:00+00:00", RunMeta("r"), rows)
     assert s.pairs == 2 and s.pass_rate == 100.0 and s.wall_s == 5.0   # span of the rows
 
 
@@ -363,7 +366,7 @@ def _write_run(out: Path, run_id: str, rows: list[dict[str, Any]], day: int,
         meta.update(finished_at=(start + timedelta(minutes=20 + 7 * day)).isoformat(
             timespec="seconds"), wall_s=1200.0 + 420 * day, parts=parts,
             counts=dict(report.status_counts(rows)), rows=len(rows))
-    sink.write_json(RUN_META, meta)
+    sink.write_meta(RunMeta(**meta))
     return meta
 
 
@@ -563,7 +566,8 @@ def test_clicks_sort_filter_theme_and_write_the_fragment(zoo_page, tmp_path):
 def test_real_sweep_in_the_browser(tmp_path_factory):
     """A real in-process sweep (real torch.export, real Parquet), reported and rendered."""
     from exporter.manifest import load_manifest
-    from orchestrator.sweep import SweepConfig, run_sweep
+    from orchestrator.execute.config import SweepConfig
+    from orchestrator.execute.sweep import run_sweep
 
     folder = tmp_path_factory.mktemp("real")
     (folder / "models").symlink_to(REPO / "tests" / "models", target_is_directory=True)

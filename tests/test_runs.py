@@ -12,8 +12,10 @@ import pytest
 
 from exporter.errors import UsageError
 from exporter.manifest import load_manifest
-from orchestrator.runs import list_runs, previous_run, read_run, resolve_run
-from orchestrator.sweep import SweepConfig, run_sweep
+from orchestrator.execute.config import SweepConfig
+from orchestrator.execute.sweep import run_sweep
+from orchestrator.results.layout import RUN_META_VERSION, RunMeta, parse_run_meta
+from orchestrator.results.runs import list_runs, previous_run, read_run, resolve_run
 
 BIN = Path(sys.executable).parent
 
@@ -52,9 +54,9 @@ def test_a_complete_run_reads_whole_and_lists_its_files(two_runs):
     assert run.problems == []
     assert {(r["entry"], r["mode"]) for r in run.final_rows} == {
         ("mlp", "strict"), ("mlp", "non-strict"), ("guard", "strict"), ("guard", "non-strict")}
-    assert run.meta["expected_pairs"] == 4
-    assert sorted(run.meta["parts"]) == [p.name for p in _parts(two_runs, "night-2")]
-    assert sum(run.meta["parts"].values()) == 4
+    assert run.meta.expected_pairs == 4
+    assert sorted(run.meta.parts) == [p.name for p in _parts(two_runs, "night-2")]
+    assert sum(run.meta.parts.values()) == 4
 
 
 def test_aliases_name_the_latest_and_previous_runs(two_runs):
@@ -130,3 +132,31 @@ def test_the_first_night_passes_a_diff_against_previous(results):
     named = subprocess.run([str(BIN / "exportsweep"), "diff", str(results), "night-0", "latest"],
                            capture_output=True, text=True, timeout=120)
     assert named.returncode == 2 and "no run 'night-0'" in named.stderr
+
+
+# -- the run record (results/layout.py) -------------------------------------------------------
+
+def test_run_meta_round_trips_and_keeps_what_a_newer_writer_added():
+    meta = RunMeta("r1", started_at="2026-12-01T00:00:00+00:00", expected_pairs=4,
+                   parts={"part-00000-abcd.parquet": 4}, extra={"future_field": [1, 2]})
+    data = json.loads(meta.dumps())
+    assert data["meta_version"] == RUN_META_VERSION and data["future_field"] == [1, 2]
+    again, problems = parse_run_meta(meta.dumps().encode(), "r1")
+    assert problems == [] and again == meta
+
+
+def test_run_meta_reports_fields_of_the_wrong_type_and_ignores_them():
+    data = {"run_id": "r1", "expected_pairs": "4", "finished_at": 17, "parts": [1],
+            "rows": True, "wall_s": 3, "only": None}
+    meta, problems = parse_run_meta(json.dumps(data).encode(), "r1")
+    assert meta.expected_pairs is None and meta.finished_at is None and meta.parts is None
+    assert meta.rows is None and meta.wall_s == 3 and meta.only == []
+    assert sorted(p.split("'")[1] for p in problems) == ["expected_pairs", "finished_at",
+                                                         "parts", "rows"]
+
+
+def test_an_unreadable_run_record_is_a_problem_not_an_exception():
+    for data in (b"{not json", b"[1, 2]", b"\xff\xfe", b"null"):
+        meta, problems = parse_run_meta(data, "r1")
+        assert meta is None and problems == ["_run.json is unreadable"]
+    assert parse_run_meta(None, "r1") == (None, [])

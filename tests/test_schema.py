@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from exporter.record import Record
 from exporter.schema import COLUMN_NAMES, SCHEMA, SCHEMA_VERSION, RowContext, markdown, row, to_table
 from exporter.taxonomy import STAGES
-from orchestrator.sink import ResultSink, read_dataset
+from orchestrator.results.sink import ResultSink, read_dataset
 
 from conftest import REPO
 

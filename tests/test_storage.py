@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from exporter.errors import UsageError
-from orchestrator import storage
-from orchestrator.runs import list_runs, read_run
+from orchestrator.results import storage
+from orchestrator.results.runs import list_runs, read_run
 
 BIN = Path(sys.executable).parent
 
@@ -115,7 +115,7 @@ def test_resume_on_s3_runs_only_what_is_missing(write_manifest, s3_bucket):
 def test_the_sink_gathers_rows_for_its_interval(tmp_path):
     from exporter.record import Record
     from exporter.schema import RowContext, row
-    from orchestrator.sink import ResultSink
+    from orchestrator.results.sink import ResultSink
 
     def rows(name: str) -> list[dict]:
         return [row(Record(entry=name, family="manual", mode="strict", device="cpu"),

@@ -14,9 +14,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from exporter.status import EXPORTED, SKIPPED, XPASS
+
 CHANGES = ("NEW_FAILURE", "REGRESSED", "MISSING", "CATEGORY_CHANGED", "SIGNATURE_CHANGED",
            "FIXED", "PROGRESSED", "NEW_ENTRY", "UNCHANGED")
-OK_STATUSES = frozenset({"PASS", "XPASS"})
 # --fail-on names -> what they gate on ("drift" and "xpass" are not changes of outcome).
 GATES = {"regression": {"NEW_FAILURE", "REGRESSED"}, "new_failure": {"NEW_FAILURE"},
          "regressed": {"REGRESSED"}, "missing": {"MISSING"},
@@ -72,15 +73,15 @@ def _compare(b: dict[str, Any] | None, n: dict[str, Any] | None, key: tuple[str,
     else:
         change.change = _outcome_change(b, n)
         change.drift = _drift(b, n, t)
-        change.update_expectation = n["status"] == "XPASS"
+        change.update_expectation = n["status"] == XPASS
     return change
 
 
 def _outcome_change(b: dict[str, Any], n: dict[str, Any]) -> str:
-    if b["status"] == "SKIP" or n["status"] == "SKIP":
+    if b["status"] in SKIPPED or n["status"] in SKIPPED:
         return "UNCHANGED" if b["status"] == n["status"] else (
-            "NEW_FAILURE" if n["status"] not in OK_STATUSES | {"SKIP"} else "FIXED")
-    b_ok, n_ok = b["status"] in OK_STATUSES, n["status"] in OK_STATUSES
+            "NEW_FAILURE" if n["status"] not in (*EXPORTED, *SKIPPED) else "FIXED")
+    b_ok, n_ok = b["status"] in EXPORTED, n["status"] in EXPORTED
     if b_ok and not n_ok:
         return "NEW_FAILURE"
     if n_ok and not b_ok:

@@ -1,4 +1,4 @@
-"""The Ray driver with real Ray and real processes: faults, resume, pools, multi-node.
+"""The Ray supervisor with real Ray and real processes: faults, resume, pools, multi-node.
 
 Each test runs ``exportsweep run`` as a user does (embedded Ray, started and
 stopped by the CLI) or against a ``ray.cluster_utils.Cluster`` it starts itself.
@@ -16,11 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.record import Record
-from exporter.schema import RowContext
-from orchestrator.scheduling import RecyclePolicy, RetryPolicy, WorkItem, WorkQueue, can_run
-from orchestrator.runs import read_final_rows
-from orchestrator.worker import travelling_rows
+from orchestrator.execute.scheduling import RecyclePolicy, RetryPolicy, WorkItem, WorkQueue, can_run
+from orchestrator.results.runs import read_final_rows
 
 from conftest import REPO
 
@@ -75,18 +72,6 @@ def test_retry_and_recycle_policies():
     assert RecyclePolicy(after=3).should_recycle(3, None)
     assert not RecyclePolicy(after=3).should_recycle(2, 10_000)
     assert RecyclePolicy(max_rss_mb=100).should_recycle(1, 150.0)
-
-
-def test_a_row_that_cannot_pickle_becomes_an_infra_error_row():
-    class Unpicklable(str):
-        def __reduce__(self):
-            raise TypeError("no pickling for you")
-
-    record = Record(entry="e", family="manual", mode="strict", device="cpu")
-    record.message = Unpicklable("poisoned")
-    (out,) = travelling_rows([record], RowContext(run_id="r"))
-    assert out["status"] == "ERROR" and out["category"] == "INFRA_ERROR"
-    assert "could not be pickled" in out["message"] and "no pickling for you" in out["message"]
 
 
 # -- real Ray ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``exportsweep report``: one run as a single self-contained HTML page.
 
 The page holds everything (inline CSS, a small inline script, SVG charts drawn by
-:mod:`orchestrator.report_charts`); it fetches nothing, so it can be mailed, attached to a CI
+:mod:`orchestrator.views.charts`); it fetches nothing, so it can be mailed, attached to a CI
 job or opened from an object store.  It shows the headline pass rate and counts, the stage
 funnel, pass rates by family / tag / mode, the failure taxonomy, the top failure clusters
 with their repro commands, regressions and fixes against a baseline run, the trend over
@@ -18,20 +18,18 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from exporter.record import PASSING
+from exporter.status import FAILED, PASS, PASSING, SEVERITY, STATUSES, XPASS
 from exporter.taxonomy import CATEGORY_BY_NAME, CATEGORY_NAMES, STAGE_ORDINAL, STAGES
-from orchestrator import diff as diffmod
-from orchestrator.clusters import cluster_rows
-from orchestrator.report_assets import CSS, JS, PAGE_SIZE, STATUSES
-from orchestrator.report_charts import Bar, Point, Segment, attrs, esc, hbar_chart, run_chart
-
-if TYPE_CHECKING:
-    from orchestrator.runs import RunData, RunInfo
-
-FAILING = ("FAIL", "XFAIL", "ERROR")
-SEVERITY = {"FAIL": 0, "ERROR": 1, "XPASS": 2, "XFAIL": 3, "SKIP": 4, "PASS": 5}
+from orchestrator.results.clusters import cluster_rows
+from orchestrator.results.layout import RunMeta
+from orchestrator.results.runs import RunData, RunInfo, list_runs, previous_run, read_run, \
+    resolve_run
+from orchestrator.results.storage import write_output
+from orchestrator.views import diff as diffmod
+from orchestrator.views.assets import CSS, JS, PAGE_SIZE
+from orchestrator.views.charts import Bar, Point, Segment, attrs, esc, hbar_chart, run_chart
 CHANGE_NOTES = {
     "NEW_FAILURE": "passed in the baseline, fails now", "REGRESSED": "fails at an earlier stage",
     "MISSING": "in the baseline, no result now", "CATEGORY_CHANGED": "fails for another category",
@@ -60,28 +58,29 @@ class RunSummary:
         return 100.0 * sum(self.counts.get(s, 0) for s in PASSING) / self.pairs if self.pairs else None
 
 
-def summarize(run_id: str, started_at: str | None, meta: dict[str, Any],
+def summarize(run_id: str, started_at: str | None, meta: RunMeta | None,
               final_rows: Sequence[dict[str, Any]] | None = None,
               finished_at: str | None = None) -> RunSummary:
     """From the rows when given, else from ``_run.json``'s end-of-run ``counts`` and ``wall_s``."""
+    meta = meta or RunMeta(run_id)
     if final_rows is not None:
         counts = dict(Counter(r["status"] for r in final_rows))
     else:
-        counts = {k: int(v) for k, v in (meta.get("counts") or {}).items()}
-    wall = meta.get("wall_s")
+        counts = {k: int(v) for k, v in (meta.counts or {}).items()}
+    wall = meta.wall_s
     if wall is None:
-        wall = _span_s(started_at or meta.get("started_at"), finished_at or meta.get("finished_at"))
+        wall = _span_s(started_at or meta.started_at, finished_at or meta.finished_at)
     if wall is None and final_rows:
         starts = [r["started_at"] for r in final_rows if r.get("started_at")]
         ends = [r["finished_at"] for r in final_rows if r.get("finished_at")]
         wall = (max(ends) - min(starts)).total_seconds() if starts and ends else None
-    return RunSummary(run_id, started_at or meta.get("started_at"), sum(counts.values()), counts,
+    return RunSummary(run_id, started_at or meta.started_at, sum(counts.values()), counts,
                       float(wall) if wall is not None else None)
 
 
-def needs_rows(meta: dict[str, Any]) -> bool:
+def needs_rows(meta: RunMeta | None) -> bool:
     """Whether ``_run.json`` lacks the end-of-run counts, so the trend must read the rows."""
-    return not isinstance(meta.get("counts"), dict) or not meta.get("finished_at")
+    return meta is None or meta.counts is None or not meta.finished_at
 
 
 def _span_s(start: str | None, end: str | None) -> float | None:
@@ -136,15 +135,15 @@ def _rate(counts: dict[str, int]) -> float:
 def category_counts(rows: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, int]]]:
     got: dict[str, Counter[str]] = defaultdict(Counter)
     for r in rows:
-        if r["status"] in FAILING and r.get("category"):
+        if r["status"] in FAILED and r.get("category"):
             got[r["category"]][r["status"]] += 1
     return sorted(((c, dict(n)) for c, n in got.items()), key=lambda i: (-sum(i[1].values()), i[0]))
 
 
 # -- the page -------------------------------------------------------------------------------
 
-def build_report(run: "RunData", history: Sequence[RunSummary] = (),
-                 baseline: "RunData | None" = None, *, problems: Sequence[str] = (),
+def build_report(run: RunData, history: Sequence[RunSummary] = (),
+                 baseline: RunData | None = None, *, problems: Sequence[str] = (),
                  thresholds: diffmod.Thresholds = diffmod.Thresholds(),
                  changes: list[diffmod.Change] | None = None,
                  generated_at: str | None = None) -> str:
@@ -190,17 +189,17 @@ def build_report(run: "RunData", history: Sequence[RunSummary] = (),
             f'<script>{JS}</script></body></html>\n')
 
 
-def _header(run: "RunData", generated: str) -> str:
-    m = run.meta or {}
-    versions = m.get("versions") or {}
+def _header(run: RunData, generated: str) -> str:
+    m = run.meta or RunMeta(run.run_id)
+    versions = m.versions
     torch_v = versions.get("torch") or next((r["torch_version"] for r in run.final_rows
                                              if r.get("torch_version")), None)
-    facts = [("started", m.get("started_at")), ("finished", m.get("finished_at")),
-             ("wall", _fmt_s(m.get("wall_s"), unit=True) if m.get("wall_s") is not None else None),
-             ("executor", m.get("executor")), ("torch", torch_v),
+    facts = [("started", m.started_at), ("finished", m.finished_at),
+             ("wall", _fmt_s(m.wall_s, unit=True) if m.wall_s is not None else None),
+             ("executor", m.executor), ("torch", torch_v),
              ("exportsweep", versions.get("exportsweep")),
              ("commit", (versions.get("git_commit") or "")[:10] or None),
-             ("host", (m.get("resources") or {}).get("hostname")), ("manifest", m.get("manifest"))]
+             ("host", m.resources.get("hostname")), ("manifest", m.manifest)]
     meta = "".join(f"<span>{k} <b>{esc(v)}</b></span>" for k, v in facts if v)
     return (f'<header><div class="grow"><h1>exportsweep report · run <code>{esc(run.run_id)}'
             f'</code></h1><p class="meta">{meta}</p></div>'
@@ -217,7 +216,7 @@ def _problems(problems: Sequence[str]) -> str:
             f'<ul>{items}</ul></section>')
 
 
-def _headline(run: "RunData", baseline: "RunData | None") -> str:
+def _headline(run: RunData, baseline: RunData | None) -> str:
     rows = run.final_rows
     counts = status_counts(rows)
     rate = pass_rate(rows)
@@ -230,7 +229,7 @@ def _headline(run: "RunData", baseline: "RunData | None") -> str:
         delta = (f'<span class="delta {cls}" data-delta="{d:.1f}">{arrow} {abs(d):.1f} pts vs '
                  f'{esc(baseline.run_id)}</span>')
     retries = len(run.rows) - len(rows)
-    ok = counts["PASS"] + counts["XFAIL"]
+    ok = sum(counts[s] for s in PASSING)
     stats = "".join(
         f'<div class="stat{" zero" if not n else ""}" data-status="{s}" data-count="{n}" '
         f'style="--c:var(--{s})"><span class="n">{n:,}</span><span class="k">{s}</span></div>'
@@ -243,7 +242,7 @@ def _headline(run: "RunData", baseline: "RunData | None") -> str:
             f'{delta}</div><div class="stats">{stats}</div></section>')
 
 
-def _changes(changes: list[diffmod.Change] | None, baseline: "RunData | None", run_id: str) -> str:
+def _changes(changes: list[diffmod.Change] | None, baseline: RunData | None, run_id: str) -> str:
     if changes is None:
         return ('<section id="changes" data-baseline=""><h2>Changes</h2><p class="none">No '
                 'baseline run to compare with (this is the first run of the folder, or none '
@@ -318,10 +317,10 @@ def _repro(cmd: str | None, compact: bool = False) -> str:
     return f'<code class="repro">{esc(cmd)}</code><button class="copy" type="button">copy</button>'
 
 
-def _trend(history: Sequence[RunSummary], run: "RunData") -> str:
+def _trend(history: Sequence[RunSummary], run: RunData) -> str:
     runs = list(history)
     if not any(h.run_id == run.run_id for h in runs):
-        runs.append(summarize(run.run_id, (run.meta or {}).get("started_at"), run.meta or {},
+        runs.append(summarize(run.run_id, run.meta.started_at if run.meta else None, run.meta,
                               run.final_rows))
     points_rate, points_wall = [], []
     wall_hi = max((h.wall_s or 0 for h in runs), default=0)
@@ -374,14 +373,14 @@ def _funnel(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _taxonomy(rows: Sequence[dict[str, Any]]) -> str:
-    bars = [Bar(cat, [Segment(n.get(s, 0), f"s-{s}", f"{s} {n.get(s, 0)}") for s in FAILING],
+    bars = [Bar(cat, [Segment(n.get(s, 0), f"s-{s}", f"{s} {n.get(s, 0)}") for s in FAILED],
                 note=f"{sum(n.values()):,}", data={"category": cat, "count": sum(n.values())},
                 tooltip=f"{cat}: {sum(n.values())} ({', '.join(f'{s} {v}' for s, v in n.items())})"
                         f" — {CATEGORY_BY_NAME[cat].meaning if cat in CATEGORY_BY_NAME else ''}")
             for cat, n in category_counts(rows)]
     svg = hbar_chart(bars, chart_id="taxonomy-chart", title="Failure categories",
                      axis_label="(entry, mode) pairs", empty="no failures in this run",
-                     legend=[(f"s-{s}", s) for s in FAILING],
+                     legend=[(f"s-{s}", s) for s in FAILED],
                      desc="failing pairs per taxonomy category, split by status")
     return f'<section id="taxonomy" data-categories="{len(bars)}">{svg}</section>'
 
@@ -421,7 +420,7 @@ def _rates(section_id: str, title: str, groups: list[tuple[str, dict[str, int]]]
     bars = []
     for name, counts in groups:
         total = sum(counts.values())
-        ok = counts["PASS"] + counts["XFAIL"]
+        ok = sum(counts[s] for s in PASSING)
         bars.append(Bar(name, [Segment(counts[s], f"s-{s}", f"{s} {counts[s]}") for s in STATUSES],
                         note=f"{100 * ok / total:.0f}% of {total:,}",
                         data={"group": name, "pass": ok, "total": total}))
@@ -469,7 +468,7 @@ def _entries(rows: Sequence[dict[str, Any]]) -> str:
     for i, r in enumerate(ordered):
         stage = r.get("failed_stage") or r.get("stage_reached") or ""
         message = (r.get("message") or r.get("skip_reason") or "")[:1500]
-        if r["status"] == "XPASS":
+        if r["status"] == XPASS:
             message = message or (f"expected {r.get('expected') or 'a failure'}: update the "
                                   f"expectation")
         data = {"entry": r["entry"], "mode": r["mode"], "family": r.get("family"),
@@ -477,7 +476,7 @@ def _entries(rows: Sequence[dict[str, Any]]) -> str:
                 "wall_s": "" if r.get("total_s") is None else f"{r['total_s']:.3f}",
                 "peak_mb": "" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.1f}"}
         repro = f'<div class="more">{_repro(r.get("repro"))}</div>' \
-            if r["status"] != "PASS" and r.get("repro") else ""
+            if r["status"] != PASS and r.get("repro") else ""
         sig = f'<br><span class="sig">{esc(r["signature"])}</span>' if r.get("signature") else ""
         mem = "" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:,.0f}"
         msg = f'<td class="msg"><div class="clamp">{esc(message)}</div>{repro}</td>' \
@@ -566,10 +565,9 @@ class ReportResult:
                 f"{base}{probs}")
 
 
-def load_history(out: str, infos: Sequence["RunInfo"],
-                 loaded: dict[str, "RunData"]) -> tuple[list[RunSummary], list[str]]:
+def load_history(out: str, infos: Sequence[RunInfo],
+                 loaded: dict[str, RunData]) -> tuple[list[RunSummary], list[str]]:
     """A summary per run, from ``_run.json`` where it has the end-of-run counts, else the rows."""
-    from orchestrator.runs import read_run
     summaries, problems = [], []
     for info in infos:
         data = loaded.get(info.run_id)
@@ -585,7 +583,6 @@ def load_history(out: str, infos: Sequence["RunInfo"],
 
 def save(output: str, text: str) -> int:
     """The one place the page is written: a local path, or an object-store URI."""
-    from orchestrator.storage import write_output
     data = text.encode("utf-8")
     write_output(output, data)
     return len(data)
@@ -595,7 +592,6 @@ def write_report(out: str, run: str = "latest", baseline: str | None = None,
                  output: str = "report.html") -> ReportResult:
     """Load ``run`` (an id, ``latest`` or ``previous``), its baseline (default: the run before
     it) and every run's summary from ``out``; write the page to ``output``."""
-    from orchestrator.runs import list_runs, previous_run, read_run, resolve_run
     infos = list_runs(out)              # once: the aliases, the baseline and the trend
     run_id = resolve_run(out, run, infos)
     base_id = resolve_run(out, baseline, infos) if baseline else previous_run(out, run_id, infos)

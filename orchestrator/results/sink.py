@@ -1,7 +1,7 @@
 """Write result rows as a hive-partitioned Parquet dataset, crash-safely.
 
 Each flush is one small Parquet file published atomically under a unique name in
-``OUT/run_id=<id>/`` (see :mod:`orchestrator.storage`): a crash at any moment leaves either
+``OUT/run_id=<id>/`` (see :mod:`.storage` and :mod:`.layout`): a crash at any moment leaves either
 a whole file or nothing, where a single long-lived ParquetWriter would leave an unreadable
 one.  ``OUT`` is a local folder or an object-store URI.
 
@@ -17,30 +17,17 @@ import os
 import posixpath
 import tempfile
 import time
-import uuid
 from typing import Any
 
 import pyarrow.dataset as ds
 
 from exporter.schema import SCHEMA, to_table
-from orchestrator import storage
-from orchestrator.storage import Location
+from orchestrator.results import storage
+from orchestrator.results.layout import (LOG_DIR, RUN_META, RunMeta, part_name, run_dir,
+                                         run_dir_name)
+from orchestrator.results.storage import Location
 
-# Metadata beside the rows starts with "_" so that dataset readers (pyarrow, DuckDB's
-# hive globbing) skip it, as they skip Hadoop's _SUCCESS: ds.dataset(DIR) must stay readable.
-RUN_META = "_run.json"
-LOG_DIR = "_logs"
 OBJECT_STORE_FLUSH_S = 10.0
-
-
-def run_dir_name(run_id: str) -> str:
-    return f"run_id={run_id}"
-
-
-def run_dir(out: str, run_id: str) -> str:
-    """The run's folder as a path (local) or URI (object store), for messages and readers."""
-    return f"{out.rstrip('/')}/{run_dir_name(run_id)}" if "://" in out else \
-        os.path.join(out, run_dir_name(run_id))
 
 
 class ResultSink:
@@ -79,14 +66,15 @@ class ResultSink:
         if not self._pending:
             return None
         rows, self._pending = self._pending, []
-        name = f"part-{self.files_written:05d}-{uuid.uuid4().hex[:8]}.parquet"
+        name = part_name(self.files_written)
         storage.publish_table(self.loc, posixpath.join(self.path, name), to_table(rows))
         self.files_written += 1
         self.rows_written += len(rows)
         return name
 
-    def write_json(self, name: str, payload: dict[str, Any]) -> None:
-        storage.publish_json(self.loc, posixpath.join(self.path, name), payload)
+    def write_meta(self, meta: RunMeta) -> None:
+        """Publish the run record (``_run.json``) atomically."""
+        storage.publish_bytes(self.loc, posixpath.join(self.path, RUN_META), meta.dumps().encode())
 
     def log_dir(self) -> str:
         return log_dir(self.out, self.run_id)
@@ -118,7 +106,7 @@ def log_path(out: str, run_id: str, name: str) -> str:
 
 def read_dataset(out: str) -> ds.Dataset:
     """The whole results folder as one dataset, partitioned by run (for ad-hoc analysis;
-    exportsweep's own readers go through :func:`orchestrator.runs.read_run`, which checks
+    exportsweep's own readers go through :func:`orchestrator.results.runs.read_run`, which checks
     the files first)."""
     loc = storage.location(out)
     return ds.dataset(loc.root, filesystem=loc.fs, format="parquet", partitioning="hive",

@@ -11,25 +11,27 @@ DOM), and reads its initial state from the URL fragment, e.g.
 reader changes it, so a view can be shared as a link.
 """
 
+from exporter.status import STATUS_TABLE, STATUSES
+
 PAGE_SIZE = 200
-STATUSES = ("PASS", "XFAIL", "XPASS", "FAIL", "ERROR", "SKIP")   # display order
+
+
+def _status_colours(dark: bool) -> str:
+    """``--PASS:#...; --onPASS:#...`` for every status, from the status table."""
+    return "".join(f" --{s.name}:{s.colour_dark if dark else s.colour};"
+                   f" --on{s.name}:{s.ink_dark if dark else s.ink};" for s in STATUS_TABLE)
+
 
 _LIGHT = """
   --bg:#f6f7f9; --panel:#ffffff; --fg:#1c1f24; --muted:#5d6571; --faint:#8a929c;
   --border:#dde1e6; --grid:#e8ebef; --axis:#9aa2ac; --accent:#2f6bd6; --accent2:#8a5cc8;
   --hover:#f0f3f8; --code:#f1f3f6; --warn-bg:#fff4e0; --warn-fg:#7a4a00; --warn-border:#f0b44c;
-  --PASS:#2f9a5c; --XFAIL:#7bb38f; --XPASS:#d49a12; --FAIL:#d64236; --ERROR:#8d4bc4; --SKIP:#a3aab3;
-  --good:#1f8a4c; --bad:#c63a2f;
-  --onPASS:#fff; --onXFAIL:#0f2617; --onXPASS:#2b1d00; --onFAIL:#fff; --onERROR:#fff;
-  --onSKIP:#1c1f24;"""
+  --good:#1f8a4c; --bad:#c63a2f;""" + _status_colours(dark=False)
 _DARK = """
   --bg:#121417; --panel:#1b1e23; --fg:#e4e7eb; --muted:#a3abb6; --faint:#7a828d;
   --border:#2e333a; --grid:#2a2f36; --axis:#6b737e; --accent:#6d9cf2; --accent2:#b18be6;
   --hover:#232830; --code:#23272e; --warn-bg:#3a2a0c; --warn-fg:#ffd58a; --warn-border:#a8741d;
-  --PASS:#4fc07f; --XFAIL:#5f9a74; --XPASS:#f0bd3c; --FAIL:#f26a5e; --ERROR:#b588e6; --SKIP:#6f7781;
-  --good:#5fd08f; --bad:#ff7b6f;
-  --onPASS:#0f1216; --onXFAIL:#0f1216; --onXPASS:#0f1216; --onFAIL:#0f1216; --onERROR:#0f1216;
-  --onSKIP:#0f1216;"""
+  --good:#5fd08f; --bad:#ff7b6f;""" + _status_colours(dark=True)
 
 CSS = f"""
 :root {{{_LIGHT} color-scheme: light; }}

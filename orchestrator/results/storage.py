@@ -12,12 +12,10 @@ completes (or never), and every name we publish rows under is unique.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -117,12 +115,6 @@ def publish_table(loc: Location, path: str, table: pa.Table,
     data = sink.getvalue().to_pybytes()
     publish_bytes(loc, path, data)
     return len(data)
-
-
-def publish_json(loc: Location, path: str, payload: dict[str, Any]) -> None:
-    """``_run.json`` and its kind: indented, sorted, published atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
-    publish_bytes(loc, path, text.encode())
 
 
 def open_parquet(loc: Location, path: str) -> pq.ParquetFile:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import posixpath
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +30,10 @@ from typing import Any
 import pyarrow as pa
 
 from exporter.errors import ExportsweepError
-from orchestrator import storage
-from orchestrator.runs import REPLACES_KEY, read_meta, scan_run
-from orchestrator.sink import RUN_META, run_dir_name
+from orchestrator.results import storage
+from orchestrator.results.layout import (COMPACT_LOCK, REPLACES_KEY, RUN_META, compacted_name,
+                                         run_dir_name)
+from orchestrator.results.runs import read_meta, scan_run
 
 
 class CompactError(ExportsweepError):
@@ -61,8 +61,8 @@ def compact_run(out: str, run_id: str) -> CompactResult:
     loc = storage.location(out)
     folder = loc.path(run_dir_name(run_id))
     with _lock(loc, folder, run_id):
-        meta = read_meta(out, run_id)
-        if not meta.get("finished_at"):
+        meta, _ = read_meta(out, run_id)
+        if meta is None or not meta.finished_at:
             raise CompactError(f"run {run_id}: not finished (still running, or interrupted: "
                                f"resume it first); compact only merges finished runs")
         files, tables = scan_run(loc, run_id, meta, read=True)
@@ -76,8 +76,7 @@ def compact_run(out: str, run_id: str) -> CompactResult:
         sizes = sum(files.sizes.values())
         merged = pa.concat_tables([tables[n] for n in names], promote_options="default")
         before = Counter(row_hashes(merged))
-        # "part-" keeps glob readers that expect part files happy; the uuid keeps it unique.
-        output = f"part-compacted-{uuid.uuid4().hex[:8]}.parquet"
+        output = compacted_name()
         target = posixpath.join(folder, output)
         size = storage.publish_table(loc, target, merged,
                                      metadata={REPLACES_KEY: json.dumps(names)})
@@ -85,9 +84,9 @@ def compact_run(out: str, run_id: str) -> CompactResult:
             storage.delete(loc, target)
             raise CompactError(f"run {run_id}: the merged file's rows differ from the "
                                f"originals; nothing was changed")
-        meta["parts"] = {output: merged.num_rows}
-        meta["compacted"] = {"files": len(names), "bytes_before": sizes, "bytes_after": size}
-        storage.publish_json(loc, posixpath.join(folder, RUN_META), meta)
+        meta.parts = {output: merged.num_rows}
+        meta.compacted = {"files": len(names), "bytes_before": sizes, "bytes_after": size}
+        storage.publish_bytes(loc, posixpath.join(folder, RUN_META), meta.dumps().encode())
         for name in names:
             storage.delete(loc, posixpath.join(folder, name))
         return CompactResult(run_id, len(names), merged.num_rows, output, sizes, size)
@@ -108,7 +107,7 @@ class _lock:
     create-if-absent in pyarrow, so there one compaction per run at a time is the rule)."""
 
     def __init__(self, loc: storage.Location, folder: str, run_id: str) -> None:
-        self.path = os.path.join(folder, "_compact.lock") if loc.local else None
+        self.path = os.path.join(folder, COMPACT_LOCK) if loc.local else None
         self.run_id = run_id
 
     def __enter__(self) -> "_lock":

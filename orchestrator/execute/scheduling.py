@@ -7,14 +7,15 @@ budget, and whether a worker should be recycled.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Iterable
 
 from exporter.spec import Entry
+from exporter.taxonomy import CATEGORY_BY_NAME
 
 POOLS = ("cpu", "gpu")
-RETRIED_CATEGORIES = frozenset({"WORKER_CRASH", "OOM"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class RetryPolicy:
     max_attempts: int = 2          # a crashed or OOM-killed entry gets one more try by default
 
     def should_retry(self, category: str, attempt: int) -> bool:
-        return category in RETRIED_CATEGORIES and attempt < self.max_attempts
+        known = CATEGORY_BY_NAME.get(category)
+        return known is not None and known.retried and attempt < self.max_attempts
 
 
 @dataclass(frozen=True)
@@ -94,3 +96,15 @@ def pending_items(entries: Iterable[Entry], done: set[tuple[str, str]],
         if wanted:
             items.append(WorkItem(entry, wanted))
     return items
+
+
+def size_pools(resources: dict[str, float], cpu_workers: int | None, gpu_workers: int | None,
+               cpus_per_worker: float) -> tuple[int, int]:
+    """(cpu_workers, gpu_workers) for a cluster: one GPU worker per GPU, the CPUs left to CPU
+    workers; explicit counts win."""
+    gpus = int(resources.get("GPU", 0))
+    gpu_workers = gpus if gpu_workers is None else gpu_workers
+    if cpu_workers is not None:
+        return cpu_workers, gpu_workers
+    cpus_left = resources.get("CPU", os.cpu_count() or 1) - gpu_workers * cpus_per_worker
+    return max(1, int(cpus_left // cpus_per_worker)), gpu_workers

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, TextIO
 
 import yaml
+from ray.job_submission import JobSubmissionClient
 
-from exporter.errors import ExportsweepError, UsageError
+from exporter.errors import OrchestratorError, UsageError
 from exporter.manifest import Manifest
 from exporter.spec import target_path
 
@@ -41,8 +42,8 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 NOT_PASSED = ("--in-process", "--address", "--out", "--run-id", "--resume")
 
 
-class JobsError(ExportsweepError):
-    """The Ray Jobs API refused or could not be reached (exit 3 unless it is bad input)."""
+class JobsError(OrchestratorError):
+    """The Ray Jobs API refused or could not be reached (bad input is a UsageError instead)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ def check_shippable(manifest: Manifest, working_dir: str) -> None:
 
 
 def runtime_env(sub: Submission) -> dict[str, Any]:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
     env: dict[str, Any] = {
         "working_dir": os.path.abspath(sub.working_dir),
         "excludes": list(EXCLUDES),
@@ -125,7 +127,6 @@ class JobsAPI:
     """One connection to a cluster's Jobs API (the client's constructor is itself a request)."""
 
     def __init__(self, address: str) -> None:
-        from ray.job_submission import JobSubmissionClient
         # Ray's SDK narrates every upload at INFO on stderr; our own lines say what matters.
         for name in ("ray", "ray.dashboard.modules.dashboard_sdk",
                      "ray.dashboard.modules.job.sdk"):
@@ -213,15 +214,6 @@ def describe(info: Any, job_id: str) -> str:
     if info.driver_exit_code is not None:
         lines.append(f"  exit code:  {info.driver_exit_code}")
     return "\n".join(lines)
-
-
-def outcome_code(info: Any) -> int:
-    """The job's outcome as an exit code: the driver's own code when Ray reports it."""
-    if str(info.status) == "SUCCEEDED":
-        return 0
-    if info.driver_exit_code not in (None, 0):
-        return int(info.driver_exit_code)
-    return 130 if str(info.status) == "STOPPED" else 1
 
 
 def check_run_args(args: Iterable[str]) -> None:

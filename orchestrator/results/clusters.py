@@ -14,11 +14,11 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from orchestrator import storage
-from orchestrator.storage import Location
+from exporter.status import FAILED
+from orchestrator.results import storage
+from orchestrator.results.layout import clusters_file
+from orchestrator.results.storage import Location
 
-FAILING = ("FAIL", "XFAIL", "ERROR")
-CLUSTERS_DIR = "_clusters"
 _STR_LIST = pa.list_(pa.string())
 CLUSTER_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("signature", pa.string()), ("rows", pa.int32()),
@@ -50,7 +50,7 @@ class Cluster:
 def cluster_rows(rows: Iterable[dict[str, Any]]) -> list[Cluster]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        if r["status"] in FAILING and r.get("signature"):
+        if r["status"] in FAILED and r.get("signature"):
             groups[r["signature"]].append(r)
     clusters = []
     for signature, members in groups.items():
@@ -72,7 +72,7 @@ def _distinct(rows: list[dict[str, Any]], key: str) -> list[str]:
 
 
 def clusters_path(loc: Location, run_id: str) -> str:
-    return loc.path(CLUSTERS_DIR, f"run_id={run_id}", "clusters.parquet")
+    return loc.path(*clusters_file(run_id))
 
 
 def write_clusters(out: str, run_id: str, clusters: list[Cluster]) -> str:

@@ -7,14 +7,12 @@ import time
 from collections import Counter, defaultdict
 from typing import Any, TextIO
 
-from exporter.record import PASSING
-
-STATUS_ORDER = ("PASS", "XFAIL", "FAIL", "XPASS", "ERROR", "SKIP")
+from exporter.status import ATTENTION, FAILED, PASSING, STATUSES
 
 
 def count_statuses(rows: list[dict[str, Any]]) -> dict[str, int]:
     counts = Counter(r["status"] for r in rows)
-    return {s: counts[s] for s in STATUS_ORDER if counts[s]}
+    return {s: counts[s] for s in STATUSES if counts[s]}
 
 
 class Progress:
@@ -50,7 +48,7 @@ class Progress:
     def status_line(self) -> str:
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        counts = " ".join(f"{n} {s}" for s, n in ((s, self.counts[s]) for s in STATUS_ORDER) if n)
+        counts = " ".join(f"{n} {s}" for s, n in ((s, self.counts[s]) for s in STATUSES) if n)
         filled = int(30 * self.done / self.total) if self.total else 30
         return (f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}  {counts}  "
                 f"{elapsed:.0f}s elapsed, eta {eta:.0f}s")
@@ -65,7 +63,7 @@ class Progress:
 
 
 def _status_text(r: dict[str, Any]) -> str:
-    if r["status"] in ("PASS", "SKIP"):
+    if r["status"] not in FAILED:
         return f"{r['status']} {r['total_s'] or 0:.1f}s"
     return f"{r['status']} {r['category'] or ''}@{r['failed_stage'] or '-'}"
 
@@ -84,8 +82,7 @@ def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
         for (family, mode), statuses in sorted(by_group.items()):
             ok = sum(s in PASSING for s in statuses)
             w(f"  {family:<14} {mode:<11} {ok:>4}/{len(statuses):<4} {100 * ok / len(statuses):5.1f}%\n")
-    cats = Counter(r["category"] for r in rows if r["status"] in ("FAIL", "XFAIL", "ERROR")
-                   and r["category"])
+    cats = Counter(r["category"] for r in rows if r["status"] in FAILED and r["category"])
     if cats:
         w("\ntop failure categories\n")
         for cat, n in cats.most_common(8):
@@ -96,14 +93,14 @@ def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
             head = (c.message or "").splitlines()[0][:80] if c.message else ""
             w(f"  {c.rows:>4} rows, {c.n_entries} entries  {c.signature}  "
               f"{'/'.join(c.categories)}: {head}\n         repro: {c.repro}\n")
-    unexpected = [r for r in rows if r["status"] in ("FAIL", "XPASS", "ERROR")]
+    unexpected = [r for r in rows if r["status"] in ATTENTION]
     if unexpected:
         w("\nneeds attention\n")
         for r in unexpected[:15]:
             lines = (r["message"] or r["expected"] or "").splitlines()
             w(f"  {r['status']:<6} {r['entry']} [{r['mode']}] {r['category'] or ''}: "
               f"{lines[0][:90] if lines else ''}\n")
-            if r["status"] != "XPASS":
+            if r["status"] in FAILED:
                 w(f"         repro: {r['repro']}\n")
     slow = sorted(rows, key=lambda r: r["total_s"] or 0, reverse=True)[:5]
     if slow:

@@ -9,27 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any, Callable
 
+import ray
 import structlog
 
+from exporter.errors import OrchestratorError
 from exporter.manifest import Manifest
-from orchestrator.driver import OrchestratorError, RayConfig, Supervisor, size_pools
-from orchestrator.scheduling import WorkItem, WorkQueue
-from orchestrator.sink import ResultSink
+from orchestrator.execute import logs
+from orchestrator.execute.config import RayConfig, SweepConfig
+from orchestrator.execute.ray.supervisor import Supervisor
+from orchestrator.execute.scheduling import WorkItem, WorkQueue, size_pools
+from orchestrator.results.sink import ResultSink
 
 log = structlog.get_logger("exportsweep.ray")
 
-# Read by orchestrator.logs.worker_setup inside every Ray worker process.
-LOG_DIR_ENV = "EXPORTSWEEP_LOG_DIR"
 
-
-def run_on_ray(items: list[WorkItem], manifest: Manifest, config: Any, ray_config: RayConfig,
-               sink: ResultSink, on_rows: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
+def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
+               ray_config: RayConfig, sink: ResultSink,
+               on_rows: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
     """Run ``items`` on Ray; returns the cluster facts for ``_run.json``."""
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")      # read when ray is imported
-    import ray
-
     log_dir = os.path.abspath(sink.log_dir())
     started_here = connect(ray_config, log_dir)
     supervisor = Supervisor(ray_config, config.pipeline, config.run_id,
@@ -37,7 +37,8 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: Any, ray_confi
                             on_rows, log_dir=log_dir)
     try:
         resources = ray.cluster_resources()
-        cpu_workers, gpu_workers = size_pools(resources, ray_config)
+        cpu_workers, gpu_workers = size_pools(resources, ray_config.cpu_workers,
+                                              ray_config.gpu_workers, ray_config.cpus_per_worker)
         log.info("pools", cpu_workers=cpu_workers, gpu_workers=gpu_workers,
                  resources={k: v for k, v in resources.items() if not k.startswith("node:")})
         supervisor.start_pools(cpu_workers, gpu_workers)
@@ -54,10 +55,8 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: Any, ray_confi
 
 def connect(config: RayConfig, log_dir: str) -> bool:
     """Start or join Ray; True when this process started it (and must shut it down)."""
-    import ray
-
-    runtime_env = {"worker_process_setup_hook": "orchestrator.logs.worker_setup",
-                   "env_vars": {LOG_DIR_ENV: log_dir, "HF_HUB_OFFLINE": "1"}}
+    runtime_env = {"worker_process_setup_hook": logs.WORKER_SETUP_HOOK,
+                   "env_vars": {logs.LOG_DIR_ENV: log_dir, "HF_HUB_OFFLINE": "1"}}
     common = dict(log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env,
                   configure_logging=True)
     if ray.is_initialized():
@@ -84,7 +83,6 @@ def joined_address(config: RayConfig) -> str | None:
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, not minutes: ray.init retries an unreachable GCS for a long time."""
-    import socket
     target = address.split("://", 1)[-1]
     if target == "auto" or ":" not in target:
         return

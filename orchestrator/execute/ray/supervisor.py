@@ -1,8 +1,7 @@
-"""The Ray driver: a hand-rolled ``ray.wait`` supervisor over pools of one-entry-at-a-time actors.
+"""The supervisor: a hand-rolled ``ray.wait`` loop over pools of one-entry-at-a-time actors.
 
-Why not ActorPool or Ray Data (see ../shared/docs/ray-notes.md): neither can
-kill and replace a hung actor, say which input a dead actor was running, or
-leave retries to us.  Here every actor has ``max_restarts=0`` and every call
+Why not ActorPool or Ray Data (docs/design.md): neither can kill and replace a hung
+actor, say which input a dead actor was running, or leave retries to us.  Here every actor has ``max_restarts=0`` and every call
 ``max_task_retries=0``; the supervisor owns deadlines (from dispatch), kills,
 replacements, retries, recycling and node loss, and no model can stop the
 sweep or lose a row.
@@ -11,38 +10,25 @@ sweep or lose a row.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import ray
 import structlog
+from ray.exceptions import ActorDiedError, ActorUnavailableError, OutOfMemoryError, RayTaskError
 
+from exporter.errors import OrchestratorError
 from exporter.record import new_record
 from exporter.schema import RowContext, row
 from exporter.spec import PipelineOptions
-from exporter.taxonomy import Failure
-from orchestrator.scheduling import RecyclePolicy, RetryPolicy, WorkItem, WorkQueue
-from orchestrator.sink import ResultSink
+from exporter.taxonomy import INFRA_ERROR, OOM, TIMEOUT, WORKER_CRASH, Failure
+from orchestrator.execute.config import RayConfig
+from orchestrator.execute.ray.worker import ExportWorker
+from orchestrator.execute.scheduling import WorkItem, WorkQueue
+from orchestrator.results.sink import ResultSink
 
-log = structlog.get_logger("exportsweep.driver")
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    address: str | None = None          # None: embedded local Ray, started and stopped here
-    cpu_workers: int | None = None      # None: sized to the cluster
-    gpu_workers: int | None = None
-    cpus_per_worker: float = 1.0
-    timeout_s: float | None = None      # overrides every entry's timeout_s
-    retry: RetryPolicy = RetryPolicy()
-    recycle: RecyclePolicy = RecyclePolicy()
-    object_store_mb: int = 256
-    start_timeout_s: float = 300.0      # a worker not ready by then is given up (e.g. no GPU left)
-
-
-class OrchestratorError(RuntimeError):
-    """The orchestrator itself cannot go on (no worker starts, Ray unreachable): exit code 3."""
+log = structlog.get_logger("exportsweep.supervisor")
 
 
 @dataclass
@@ -102,9 +88,6 @@ class Supervisor:
             self.slots.append(self._new_slot("cpu"))
 
     def _new_slot(self, pool: str) -> Slot:
-        import ray
-        from orchestrator.worker import ExportWorker
-
         self.counter += 1
         worker_id = f"{pool}-{self.counter}"
         threads = max(1, math.floor(self.config.cpus_per_worker))
@@ -118,7 +101,6 @@ class Supervisor:
         return Slot(pool, worker_id, actor, ready_ref=actor.ready.remote())
 
     def _replace(self, slot: Slot, reason: str) -> None:
-        import ray
         ray.kill(slot.actor, no_restart=True)
         self.slots.remove(slot)
         fresh = self._new_slot(slot.pool)
@@ -128,8 +110,6 @@ class Supervisor:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self, queue: WorkQueue) -> None:
-        import ray
-
         self._skip_unrunnable(queue)
         while len(queue) or self.inflight or self.suspects:
             self._dispatch(queue)
@@ -173,7 +153,6 @@ class Supervisor:
         return max(0.05, min(1.0, soonest))
 
     def _worker_ready(self, ref: Any) -> None:
-        import ray
         slot = next(s for s in self.slots if s.ready_ref == ref)
         try:
             info = ray.get(ref)
@@ -184,10 +163,6 @@ class Supervisor:
         log.info("worker ready", worker=slot.worker_id, pool=slot.pool, **info)
 
     def _finish(self, ref: Any, queue: WorkQueue) -> None:
-        import ray
-        from ray.exceptions import (ActorDiedError, ActorUnavailableError, OutOfMemoryError,
-                                    RayTaskError)
-
         flight = self.inflight.pop(ref)
         slot, item = flight.slot, flight.item
         try:
@@ -195,7 +170,7 @@ class Supervisor:
         except OutOfMemoryError as exc:
             # Ray's memory monitor killed the worker. Its message mentions OOM, but so does every
             # death message: only the exception class is trusted.
-            self._fault(flight, "OOM", exc, queue)
+            self._fault(flight, OOM, exc, queue)
         except (ActorDiedError, ActorUnavailableError) as exc:
             if self._node_lost(slot):
                 log.warning("node lost: entry requeued", entry=item.entry.name,
@@ -209,9 +184,9 @@ class Supervisor:
         except RayTaskError as exc:
             # run_entry never raises for model failures, so this is our own bug or a result
             # that could not travel: a classified row either way, and the worker is replaced.
-            self._fault(flight, "INFRA_ERROR", exc, queue, retry=False)
+            self._fault(flight, INFRA_ERROR, exc, queue, retry=False)
         except Exception as exc:  # noqa: BLE001 - e.g. a result that fails to deserialize
-            self._fault(flight, "INFRA_ERROR", exc, queue, retry=False)
+            self._fault(flight, INFRA_ERROR, exc, queue, retry=False)
         else:
             slot.served += 1
             self._emit(result["rows"])
@@ -228,7 +203,7 @@ class Supervisor:
             elapsed = now - flight.started
             message = (f"no result after {elapsed:.1f} s (deadline "
                        f"{flight.deadline - flight.started:g} s): the worker was killed")
-            self._emit(self._fault_rows(flight, "TIMEOUT", message, "TimeoutError", final=True))
+            self._emit(self._fault_rows(flight, TIMEOUT, message, "TimeoutError", final=True))
             self._replace(flight.slot, "timeout")
 
     def _judge_suspects(self, queue: WorkQueue) -> None:
@@ -244,7 +219,7 @@ class Supervisor:
                             worker=slot.worker_id, node=slot.node_id)
                 queue.put(item)
             elif now - suspect.since >= self.node_verdict_s:
-                self._fault(suspect.flight, "WORKER_CRASH", suspect.exc, queue, replace=False)
+                self._fault(suspect.flight, WORKER_CRASH, suspect.exc, queue, replace=False)
             else:
                 undecided.append(suspect)
         self.suspects = undecided
@@ -281,7 +256,6 @@ class Supervisor:
     def _give_up_unstartable(self, queue: WorkQueue) -> None:
         """A worker that cannot be scheduled (its pool's last node is gone, say) is dropped
         after the start timeout; work only its pool could run then becomes SKIP rows."""
-        import ray
         now = time.monotonic()
         stuck = [s for s in self.slots
                  if s.ready_ref is not None and now - s.created > self.config.start_timeout_s]
@@ -294,7 +268,6 @@ class Supervisor:
             self._skip_unrunnable(queue)
 
     def _node_lost(self, slot: Slot) -> bool:
-        import ray
         if slot.node_id is None:
             return False
         try:
@@ -321,7 +294,6 @@ class Supervisor:
         self.on_rows(rows)
 
     def shutdown(self) -> None:
-        import ray
         for slot in self.slots:
             try:
                 ray.kill(slot.actor, no_restart=True)
@@ -337,14 +309,3 @@ def _qualname(exc: BaseException) -> str:
 
 def _first_lines(text: str, n: int = 6) -> str:
     return "\n".join(text.strip().splitlines()[:n])
-
-
-def size_pools(resources: dict[str, float], config: RayConfig) -> tuple[int, int]:
-    """(cpu_workers, gpu_workers) for a cluster: one GPU worker per GPU, the CPUs left to CPU
-    workers; explicit counts win."""
-    gpus = int(resources.get("GPU", 0))
-    gpu_workers = gpus if config.gpu_workers is None else config.gpu_workers
-    if config.cpu_workers is not None:
-        return config.cpu_workers, gpu_workers
-    cpus_left = resources.get("CPU", os.cpu_count() or 1) - gpu_workers * config.cpus_per_worker
-    return max(1, int(cpus_left // config.cpus_per_worker)), gpu_workers

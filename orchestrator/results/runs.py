@@ -26,21 +26,25 @@ import pyarrow as pa
 
 from exporter.errors import UsageError
 from exporter.schema import SCHEMA
-from orchestrator import storage
-from orchestrator.sink import RUN_META, run_dir_name
-from orchestrator.storage import Location
-
-RUN_PREFIX = "run_id="
-REPLACES_KEY = "exportsweep.replaces"     # Parquet metadata of a compacted file
-ALIASES = ("latest", "previous")
+from orchestrator.results import storage
+from orchestrator.results.layout import (ALIASES, REPLACES_KEY, RUN_META, RUN_PREFIX, RunMeta,
+                                         is_rows_file, parse_run_meta, run_dir_name)
+from orchestrator.results.storage import Location
 
 
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str
-    started_at: str | None
-    finished_at: str | None
-    meta: dict[str, Any]
+    meta: RunMeta | None                # None: no readable _run.json
+    problems: tuple[str, ...] = ()      # what is wrong with _run.json
+
+    @property
+    def started_at(self) -> str | None:
+        return self.meta.started_at if self.meta else None
+
+    @property
+    def finished_at(self) -> str | None:
+        return self.meta.finished_at if self.meta else None
 
 
 @dataclass
@@ -55,7 +59,7 @@ class RunFiles:
 @dataclass
 class RunData:
     run_id: str
-    meta: dict[str, Any]
+    meta: RunMeta | None                # None: no readable _run.json
     rows: list[dict[str, Any]]          # every row, every attempt
     final_rows: list[dict[str, Any]]    # one per (entry, mode): the last attempt
     problems: list[str]
@@ -69,25 +73,21 @@ def run_ids(out: str) -> list[str]:
                   and info.base_name.startswith(RUN_PREFIX))
 
 
-def read_meta(out: str, run_id: str) -> dict[str, Any]:
+def read_meta(out: str, run_id: str) -> tuple[RunMeta | None, list[str]]:
+    """The run's record and what is wrong with it (see :func:`.layout.parse_run_meta`)."""
     loc = storage.location(out)
-    data = storage.read_bytes(loc, loc.path(run_dir_name(run_id), RUN_META))
-    if data is None:
-        return {}
-    try:
-        meta = json.loads(data)
-    except ValueError:
-        return {"_unreadable": True}
-    return meta if isinstance(meta, dict) else {}
+    return parse_run_meta(storage.read_bytes(loc, loc.path(run_dir_name(run_id), RUN_META)),
+                          run_id)
 
 
 def list_runs(out: str) -> list[RunInfo]:
     """Every run in ``out``, oldest first (by start time, then id)."""
-    runs = []
-    for run_id in run_ids(out):
-        meta = read_meta(out, run_id)
-        runs.append(RunInfo(run_id, meta.get("started_at"), meta.get("finished_at"), meta))
+    runs = [RunInfo(run_id, *_info(read_meta(out, run_id))) for run_id in run_ids(out)]
     return sorted(runs, key=lambda r: (r.started_at or "", r.run_id))
+
+
+def _info(read: tuple[RunMeta | None, list[str]]) -> tuple[RunMeta | None, tuple[str, ...]]:
+    return read[0], tuple(read[1])
 
 
 def run_exists(out: str, run_id: str) -> bool:
@@ -119,15 +119,13 @@ def previous_run(out: str, run_id: str, runs: list[RunInfo] | None = None) -> st
     return ids[i - 1] if i > 0 else None
 
 
-def scan_run(loc: Location, run_id: str, meta: dict[str, Any], read: bool
-          ) -> tuple[RunFiles, dict[str, pa.Table]]:
+def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
+             ) -> tuple[RunFiles, dict[str, pa.Table]]:
     """Open every Parquet file of the run once (in parallel: an object store answers each
     request in tens of ms), check it, and with ``read`` keep its rows."""
     folder = loc.path(run_dir_name(run_id))
     sizes = {info.base_name: info.size or 0 for info in storage.listing(loc, folder)
-             if info.type == storage.pafs.FileType.File
-             and info.base_name.endswith(".parquet")
-             and not info.base_name.startswith((".", "_"))}
+             if info.type == storage.pafs.FileType.File and is_rows_file(info.base_name)}
     names = sorted(sizes)
 
     def open_one(name: str) -> tuple[str, int, list[str], pa.Table | None]:
@@ -156,8 +154,8 @@ def scan_run(loc: Location, run_id: str, meta: dict[str, Any], read: bool
                 tables[name] = table
     found.parts = {n: rows for n, rows in footers.items() if n not in replaced}
     found.sizes = {n: sizes[n] for n in found.parts}
-    listed = meta.get("parts")
-    if isinstance(listed, dict) and meta.get("finished_at"):
+    listed = meta.parts if meta else None
+    if listed is not None and meta is not None and meta.finished_at:
         for name, rows in sorted(listed.items()):
             if name in replaced:
                 continue
@@ -169,25 +167,26 @@ def scan_run(loc: Location, run_id: str, meta: dict[str, Any], read: bool
     return found, {n: t for n, t in tables.items() if n in found.parts}
 
 
-def read_run(out: str, run_id: str, meta: dict[str, Any] | None = None) -> RunData:
+def read_run(out: str, run_id: str, meta: RunMeta | None = None) -> RunData:
     """All of a run's rows (checked), its final rows and what is wrong with it.  ``meta``:
     the run's record when the caller holds a newer one than ``_run.json`` (the sweep, at its
     end, before writing it)."""
     loc = storage.location(out)
-    meta = read_meta(out, run_id) if meta is None else meta
+    problems: list[str] = []
+    if meta is None:
+        meta, meta_problems = read_meta(out, run_id)
+        problems += meta_problems
     files, tables = scan_run(loc, run_id, meta, read=True)
-    problems = list(files.problems)
-    if meta.get("_unreadable"):
-        problems.append(f"{RUN_META} is unreadable")
+    problems = list(files.problems) + problems
     rows = _rows([tables[n] for n in sorted(tables)])
     final = final_rows_of(rows)
-    expected = meta.get("expected_pairs")
-    if isinstance(expected, int) and len(final) < expected:
-        state = "finished" if meta.get("finished_at") else "not finished (running or interrupted)"
+    expected = meta.expected_pairs if meta else None
+    if expected is not None and meta is not None and len(final) < expected:
+        state = "finished" if meta.finished_at else "not finished (running or interrupted)"
         problems.append(f"{expected - len(final)} of {expected} (entry, mode) pairs have no "
                         f"result: the run is {state}; `exportsweep run MANIFEST --out {out} "
                         f"--resume {run_id}` completes it")
-    elif meta and not meta.get("finished_at") and not meta.get("_unreadable"):
+    elif meta is not None and not meta.finished_at:
         problems.append("the run has not finished (running or interrupted)")
     return RunData(run_id, meta, rows, final, problems, files.parts)
 

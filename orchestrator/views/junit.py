@@ -11,6 +11,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from exporter.status import STATUS_BY_NAME
 from exporter.taxonomy import STAGES
 
 _PROPERTIES = ("status", "stage_reached", "failed_stage", "category", "signature", "error_code",
@@ -57,23 +58,22 @@ def to_junit(rows: list[dict[str, Any]], run_id: str) -> ET.ElementTree:
 
 
 def _result(case: ET.Element, r: dict[str, Any], counts: dict[str, int]) -> None:
-    status, category = r["status"], r.get("category")
+    status = STATUS_BY_NAME.get(r["status"])
+    if status is None:
+        return
+    category = r.get("category")
     head = (r.get("message") or "").splitlines()[0][:300] if r.get("message") else ""
     where = f"{category} at {r.get('failed_stage') or '?'}"
-    if status == "FAIL":
-        counts["failures"] += 1
-        ET.SubElement(case, "failure", type=category or "FAIL",
-                      message=f"{where}: {head}").text = r.get("message") or ""
-    elif status == "ERROR":
-        counts["errors"] += 1
-        ET.SubElement(case, "error", type=category or "ERROR",
-                      message=f"{where}: {head}").text = r.get("message") or ""
-    elif status == "XPASS":
-        counts["failures"] += 1
-        ET.SubElement(case, "failure", type="XPASS", message=(
-            f"expected {r.get('expected')}, but it passed: update the expectation"))
-    elif status in ("SKIP", "XFAIL"):
+    if status.junit in ("failure", "error"):
+        counts["failures" if status.junit == "failure" else "errors"] += 1
+        if status.failure:
+            ET.SubElement(case, status.junit, type=category or status.name,
+                          message=f"{where}: {head}").text = r.get("message") or ""
+        else:                       # passed, but a failure was expected
+            ET.SubElement(case, status.junit, type=status.name, message=(
+                f"expected {r.get('expected')}, but it passed: update the expectation"))
+    elif status.junit == "skipped":
         counts["skipped"] += 1
-        message = (r.get("skip_reason") or "") if status == "SKIP" else \
-            f"expected failure: {where}: {head}"
-        ET.SubElement(case, "skipped", type=status.lower(), message=message)
+        message = f"expected failure: {where}: {head}" if status.failure else \
+            (r.get("skip_reason") or "")
+        ET.SubElement(case, "skipped", type=status.name.lower(), message=message)

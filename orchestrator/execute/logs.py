@@ -15,6 +15,11 @@ from typing import Any, Iterator, TextIO
 
 import structlog
 
+# Ray runs this in every worker process it starts for a sweep (runtime_env), and the worker
+# reads the run's log folder from this variable.
+WORKER_SETUP_HOOK = "orchestrator.execute.logs.worker_setup"
+LOG_DIR_ENV = "EXPORTSWEEP_LOG_DIR"
+
 
 class _Tee:
     """Render each event as JSON into the log file and, at INFO and above, on the console."""
@@ -117,6 +122,6 @@ def captured_output(logger: Any) -> Iterator[None]:
 
 def worker_setup() -> None:
     """Ray's ``worker_process_setup_hook``: structlog JSON lines into the run's log folder."""
-    log_dir = os.environ.get("EXPORTSWEEP_LOG_DIR")
+    log_dir = os.environ.get(LOG_DIR_ENV)
     path = os.path.join(log_dir, f"worker-{os.getpid()}.jsonl") if log_dir else None
     configure(path, console=None)

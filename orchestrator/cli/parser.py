@@ -1,0 +1,190 @@
+"""The ``exportsweep`` argument parser: every command, option and value check in one place.
+
+Each command's handler lives in the module of its group (``sweep``: run, validate, repro;
+``results``: diff, junit, report, compact; ``jobs``: submit, jobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from exporter.spec import MODES
+from orchestrator.cli import jobs, results, sweep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exportsweep",
+        description="Sweep a PyTorch model zoo through torch.export and classify every failure.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a manifest and write the results as Parquet")
+    run.add_argument("manifest")
+    run.add_argument("--out", default="results", help="results folder (default: ./results)")
+    run.add_argument("--run-id", help="name of this run (default: UTC timestamp + random)")
+    run.add_argument("--only", action="append", default=[], metavar="GLOB",
+                     help="run only entries whose name matches (repeatable)")
+    run.add_argument("--resume", metavar="RUN_ID",
+                     help="finish an interrupted run: run only its missing (entry, mode) pairs")
+    run.add_argument("--compact", action="store_true",
+                     help="when the run finishes, merge its files into one (exportsweep compact)")
+    run.add_argument("--flush-interval", type=_non_negative_float, metavar="S",
+                     help="publish result rows at most every S seconds (default: per entry on "
+                          "a local disk, 10 on object stores, where each file costs a PUT)")
+    ray_opts = run.add_argument_group("workers (Ray)")
+    ray_opts.add_argument("--in-process", action="store_true",
+                          help="no Ray: run every entry in this process, one after another")
+    ray_opts.add_argument("--address", help="join this Ray cluster ('auto' or host:port) "
+                          "instead of starting an embedded one")
+    ray_opts.add_argument("--cpu-workers", type=_non_negative_int, metavar="N",
+                          help="CPU workers (default: the cluster's CPUs / --cpus-per-worker)")
+    ray_opts.add_argument("--gpu-workers", type=_non_negative_int, metavar="N",
+                          help="GPU workers, one GPU each (default: one per GPU)")
+    ray_opts.add_argument("--cpus-per-worker", type=_positive_float, default=1.0, metavar="C",
+                          help="CPUs (and torch threads) per worker (default 1)")
+    ray_opts.add_argument("--timeout", type=_positive_float, metavar="S",
+                          help="per-entry deadline from dispatch, overriding timeout_s")
+    ray_opts.add_argument("--max-attempts", type=_positive_int, default=2, metavar="K",
+                          help="attempts for an entry whose worker crashed or ran out of memory")
+    ray_opts.add_argument("--recycle-after", type=_positive_int, metavar="N",
+                          help="replace a worker after N entries")
+    ray_opts.add_argument("--max-worker-rss-mb", type=_positive_float, metavar="M",
+                          help="replace a worker whose memory grew past M MiB")
+    ray_opts.add_argument("--worker-start-timeout", type=_positive_float, default=300.0,
+                          metavar="S", help="give up a worker that is not ready after S "
+                          "seconds (its pool's work is skipped if no such worker is left)")
+    _pipeline_args(run)
+    run.add_argument("--verbose", "-v", action="store_true", help="show debug logs on the console")
+    run.set_defaults(func=sweep.cmd_run)
+
+    diff = sub.add_parser("diff", help="what changed between two runs, per entry and mode")
+    diff.add_argument("dir", help="results folder or URI holding NEW_RUN (and BASE_RUN, unless "
+                      "--base-dir)")
+    diff.add_argument("base_run", help="a run id, or 'previous' (the run before the latest)")
+    diff.add_argument("new_run", help="a run id, or 'latest'")
+    diff.add_argument("--base-dir", help="results folder holding BASE_RUN")
+    diff.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    diff.add_argument("--all", action="store_true", help="also list unchanged pairs (table)")
+    diff.add_argument("--fail-on", default="", metavar="LIST",
+                      help="exit 1 on any of these: regression (new failures and earlier "
+                           "stages), new_failure, regressed, missing, category_changed, "
+                           "signature_changed, new_entry, drift, xpass, incomplete (a run "
+                           "with missing or torn files, or pairs without a result)")
+    diff.add_argument("--max-err", type=_positive_float, default=1e-4, metavar="X",
+                      help="numeric drift: new max_abs_err above X and grown (default 1e-4)")
+    diff.add_argument("--time-ratio", type=_positive_float, default=1.5, metavar="R",
+                      help="wall-time drift: grown by this factor and by 1 s (default 1.5)")
+    diff.add_argument("--mem-ratio", type=_positive_float, default=1.3, metavar="R",
+                      help="memory drift: peak RSS grown by this factor (default 1.3)")
+    diff.set_defaults(func=results.cmd_diff)
+
+    junit = sub.add_parser("junit", help="write a run as JUnit XML for CI systems")
+    junit.add_argument("dir", help="results folder or URI")
+    junit.add_argument("--run", default="latest", metavar="ID",
+                       help="the run to convert (default: latest)")
+    junit.add_argument("-o", "--output", default="junit.xml", help="file or URI to write")
+    junit.set_defaults(func=results.cmd_junit)
+
+    report = sub.add_parser("report", help="write a run as one self-contained HTML page")
+    report.add_argument("dir", help="results folder or URI")
+    report.add_argument("--run", default="latest", metavar="ID",
+                        help="the run to report: an id, 'latest' (default) or 'previous'")
+    report.add_argument("--baseline", metavar="ID",
+                        help="the run to compare with (default: the run before --run)")
+    report.add_argument("-o", "--output", default="report.html",
+                        help="file or URI to write (default: report.html)")
+    report.set_defaults(func=results.cmd_report)
+
+    compact = sub.add_parser("compact", help="merge a finished run's small files into one")
+    compact.add_argument("dir", help="results folder or URI")
+    compact.add_argument("--run", required=True, metavar="ID", help="the run to compact")
+    compact.set_defaults(func=results.cmd_compact)
+
+    submit = sub.add_parser(
+        "submit", help="submit a sweep to a Ray cluster as a Ray Job",
+        description="Submit `exportsweep run MANIFEST` as a Ray Job. Options not listed here "
+                    "are `exportsweep run` options (--cpu-workers, --only, --mode, ...) and are "
+                    "passed through, checked first.")
+    submit.add_argument("manifest")
+    submit.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"),
+                        help="Ray Jobs API, e.g. http://HEAD:8265 (default: "
+                             "$RAY_API_SERVER_ADDRESS)")
+    submit.add_argument("--out", default=jobs.DEFAULT_CLUSTER_OUT,
+                        help="results folder as the cluster sees it: an object-store URI "
+                             f"(s3://, gs://) or a shared path (default: {jobs.DEFAULT_CLUSTER_OUT} "
+                             "on the head node)")
+    ids = submit.add_mutually_exclusive_group()
+    ids.add_argument("--run-id", help="run id (default: the submission id, else a timestamp)")
+    ids.add_argument("--resume", metavar="RUN_ID", help="finish this run on the cluster")
+    submit.add_argument("--submission-id", help="Ray's job id; the same id is refused twice, "
+                        "which makes a nightly submission idempotent")
+    submit.add_argument("--working-dir", default=".",
+                        help="folder shipped to the cluster; must hold the manifest and its "
+                             "model files (default: the current directory)")
+    submit.add_argument("--runtime-env", metavar="FILE",
+                        help="YAML/JSON runtime_env merged over exportsweep's (pip, env_vars, ...)")
+    submit.add_argument("--wait", action="store_true",
+                        help="stream the job's logs and exit with its outcome")
+    submit.set_defaults(func=lambda args: jobs.cmd_submit(args, run), passthrough=True)
+
+    jobs_ = sub.add_parser("jobs", help="a submitted sweep's status, logs, or stop it")
+    jobs_.add_argument("action", choices=("status", "logs", "stop"))
+    jobs_.add_argument("job_id", metavar="JOB")
+    jobs_.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"),
+                      help="Ray Jobs API, e.g. http://HEAD:8265")
+    jobs_.add_argument("--follow", "-f", action="store_true",
+                      help="logs: stream until the job ends, then exit with its outcome")
+    jobs_.set_defaults(func=jobs.cmd_jobs)
+
+    validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
+    validate.add_argument("manifest")
+    validate.set_defaults(func=sweep.cmd_validate)
+
+    repro = sub.add_parser("repro", help="rerun one entry and mode in-process, with tracebacks")
+    repro.add_argument("manifest")
+    repro.add_argument("entry")
+    repro.add_argument("--mode", choices=MODES, default=None,
+                       help="the mode to rerun (default: every mode of the entry)")
+    _pipeline_args(repro, modes=False)
+    repro.set_defaults(func=sweep.cmd_repro)
+    return parser
+
+
+def _pipeline_args(p: argparse.ArgumentParser, modes: bool = True) -> None:
+    if modes:
+        p.add_argument("--mode", dest="modes", action="append", choices=MODES,
+                       help="restrict every entry to this mode (repeatable)")
+    p.add_argument("--draft-export", action="store_true",
+                   help="on export failure, record what torch.export.draft_export reports")
+    p.add_argument("--aoti", action="store_true", help="also compile with AOTInductor (slow)")
+    p.add_argument("--keep-artifacts", metavar="DIR",
+                   help="keep the .pt2 files here, content-addressed by sha256")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value

@@ -1,0 +1,99 @@
+"""``exportsweep run``, ``validate`` and ``repro``: the commands that read a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from exporter.errors import GateTripped, UsageError
+from exporter.manifest import entry_table, load_manifest
+from exporter.spec import PipelineOptions
+from exporter.status import FAILED_UNEXPECTEDLY
+from orchestrator.cli.runref import require_run, run_exists, valid_run_id
+from orchestrator.execute import logs
+from orchestrator.execute.config import RayConfig, SweepConfig
+from orchestrator.execute.scheduling import RecyclePolicy, RetryPolicy
+from orchestrator.results.layout import new_run_id
+from orchestrator.results.sink import log_path
+
+
+def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    return PipelineOptions(draft_export=args.draft_export, aoti=args.aoti,
+                           artifacts_dir=os.path.abspath(args.keep_artifacts)
+                           if args.keep_artifacts else None)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    # Imported here: `exportsweep validate` and `--help` need not pay for the executors.
+    from orchestrator.execute.sweep import run_sweep
+
+    manifest = load_manifest(args.manifest)
+    if args.only and not manifest.select(args.only):
+        raise UsageError(f"--only {' '.join(args.only)} matches no entry of {args.manifest}")
+    if args.resume and args.run_id and args.resume != args.run_id:
+        raise UsageError("--resume RUN_ID already names the run: drop --run-id")
+    run_id = args.resume or args.run_id or new_run_id()
+    if not valid_run_id(run_id):
+        raise UsageError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    if args.resume:
+        require_run(args.out, run_id, "--resume: ")
+    elif args.run_id and run_exists(args.out, run_id):
+        raise UsageError(f"--run-id {run_id}: that run already exists in {args.out}; "
+                         f"`--resume {run_id}` finishes it, or choose another id")
+    logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
+    config = SweepConfig(out=args.out, run_id=run_id, pipeline=pipeline_options(args),
+                         only=tuple(args.only), modes=tuple(args.modes) if args.modes else None,
+                         resume=bool(args.resume), flush_interval_s=args.flush_interval,
+                         compact=args.compact)
+    ray_config = None if args.in_process else RayConfig(
+        address=args.address, cpu_workers=args.cpu_workers, gpu_workers=args.gpu_workers,
+        cpus_per_worker=args.cpus_per_worker, timeout_s=args.timeout,
+        retry=RetryPolicy(args.max_attempts),
+        recycle=RecyclePolicy(args.recycle_after, args.max_worker_rss_mb),
+        start_timeout_s=args.worker_start_timeout)
+    run_sweep(manifest, config, ray_config)
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    manifest = load_manifest(args.manifest)
+    rows = entry_table(manifest.entries)
+    columns = ["name", "family", "modes", "device", "inputs", "dynamic", "expect", "tags"]
+    widths = {c: min(48, max([len(c)] + [len(r[c]) for r in rows])) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(_fit(r[c], widths[c]) for c in columns).rstrip())
+    print(f"\n{len(rows)} entries from {len(manifest.files)} file(s): {args.manifest} is valid")
+
+
+def cmd_repro(args: argparse.Namespace) -> None:
+    # torch is imported by the commands that run models, not by every start of the CLI.
+    from exporter.pipeline import run_entry
+    from orchestrator.execute.entry import repro_command
+
+    logs.configure(None, verbose=True)
+    manifest = load_manifest(args.manifest)
+    entry = manifest.get(args.entry)
+    if args.mode and args.mode not in entry.modes:
+        raise UsageError(f"entry {entry.name!r} does not run in mode {args.mode!r} "
+                         f"(its modes: {', '.join(entry.modes)})")
+    repro = repro_command(manifest.path)
+    records = run_entry(entry, pipeline_options(args), modes=(args.mode,) if args.mode else None,
+                        repro=lambda mode: repro(entry.name, mode))
+    failed = []
+    for r in records:
+        print(f"\n== {r.entry} [{r.mode}] {r.status}"
+              + (f" {r.category} at {r.failed_stage}" if r.category else "")
+              + (f" (expected {r.expected})" if r.expected else ""))
+        print("   stages: " + " ".join(f"{k}={v}" for k, v in r.stage_status.items()))
+        if r.category:
+            print(f"   exception: {r.exception_type}\n   error code: {r.error_code}\n"
+                  f"   signature: {r.signature}\n   user frame: {r.user_frame}")
+            print(r.traceback or r.message or "")
+        if r.status in FAILED_UNEXPECTEDLY:
+            failed.append(f"[{r.mode}] {r.status}")
+    if failed:
+        raise GateTripped(f"{entry.name}: {', '.join(failed)}")
+
+
+def _fit(text: str, width: int) -> str:
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,157 @@
+"""A sweep's lifecycle: select the work, record the run, execute, and close the run.
+
+Execution happens on Ray (:mod:`orchestrator.execute.ray.cluster`) or, for ``--in-process``
+and ``repro``-like use, in this process one entry after another.  Either way each entry goes
+through :func:`orchestrator.execute.entry.run_one`, and the rows stream into the sink as
+entries finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, TextIO
+
+import structlog
+import torch
+
+import exporter
+from exporter.freshload import FreshLoader
+from exporter.manifest import Manifest
+from exporter.schema import RowContext
+from exporter.spec import Entry
+from orchestrator.execute import console, logs
+from orchestrator.execute.config import RayConfig, SweepConfig
+from orchestrator.execute.entry import run_one
+from orchestrator.execute.scheduling import WorkItem, pending_items
+from orchestrator.results.clusters import cluster_rows, write_clusters
+from orchestrator.results.compact import CompactError, compact_run
+from orchestrator.results.layout import RunMeta
+from orchestrator.results.runs import final_pairs, read_run
+from orchestrator.results.sink import ResultSink
+
+
+def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | None = None,
+              *, out: TextIO = sys.stdout) -> RunMeta:
+    """Run (or resume) a sweep on Ray, or in this process when ``ray_config`` is None.
+
+    Rows are written as each entry finishes; ``_run.json`` records the run. Returns that
+    record. Model failures never raise; orchestrator failures raise OrchestratorError.
+    """
+    entries = manifest.select(list(config.only))
+    sink = ResultSink(config.out, config.run_id, config.flush_interval_s)
+    if not structlog.is_configured():       # called as a library, not through the CLI
+        logs.configure(sink.log_path("driver.jsonl"))
+    logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="driver")
+    done = final_pairs(config.out, config.run_id) if config.resume else set()
+    items = pending_items(entries, done, config.modes)
+    started = time.time()
+    meta = run_metadata(manifest, config, entries, started)
+    meta.executor = "in-process" if ray_config is None else "ray"
+    meta.expected_pairs = len(done) + sum(len(i.modes) for i in items)
+    if config.resume:
+        meta.resumed_from_rows = len(done)
+    sink.write_meta(meta)
+    logger.info("sweep started", entries=len(items), already_done=len(done), out=sink.dir,
+                executor=meta.executor)
+    progress = console.Progress(total=sum(len(i.modes) for i in items), stream=out)
+    try:
+        if ray_config is None:
+            _run_in_process(items, manifest, config, sink, logger, progress.rows_done)
+        else:
+            # Imported here: an in-process sweep never needs Ray, nor pays for importing it.
+            from orchestrator.execute.ray.cluster import run_on_ray
+            meta.cluster = run_on_ray(items, manifest, config, ray_config, sink,
+                                      progress.rows_done)
+    finally:
+        sink.flush()          # rows gathered for an object store: never lost on the way out
+    progress.close()
+    finished = time.time()
+    meta.finished_at, meta.wall_s = _iso(finished), round(finished - started, 2)
+    written = read_run(config.out, config.run_id, meta)
+    final = written.final_rows
+    found = cluster_rows(final)
+    write_clusters(config.out, config.run_id, found)
+    # The file list lets readers tell a complete run from one that lost files later.
+    meta.counts, meta.rows = console.count_statuses(final), len(final)
+    meta.parts, meta.clusters = written.parts, len(found)
+    sink.write_meta(meta)
+    logger.info("sweep finished", wall_s=meta.wall_s, counts=meta.counts,
+                problems=written.problems)
+    if config.compact:
+        try:
+            logger.info("run compacted", summary=compact_run(config.out, config.run_id).summary())
+        except CompactError as exc:        # the rows are safe as they are: say so, go on
+            logger.warning("run not compacted", reason=str(exc))
+            out.write(f"not compacted: {exc}\n")
+    sink.publish_logs()
+    console.summary(final, sink.dir, meta.wall_s, stream=out, clusters=found)
+    return meta
+
+
+def _run_in_process(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
+                    sink: ResultSink, logger: Any, on_rows: Callable[[list[dict[str, Any]]], None]
+                    ) -> None:
+    ctx = RowContext(run_id=config.run_id, torch_version=torch.__version__,
+                     exportsweep_version=exporter.__version__)
+    logger = logger.bind(worker=ctx.worker_id)
+    with FreshLoader(log_path=sink.log_path("freshload.log")) as loader:
+        loader.start()
+        for item in items:
+            rows = run_one(item.entry, item.modes, config.pipeline, ctx, manifest.path, loader,
+                           logger)
+            sink.write(rows)
+            on_rows(rows)
+
+
+def run_metadata(manifest: Manifest, config: SweepConfig, entries: tuple[Entry, ...],
+                 started: float) -> RunMeta:
+    return RunMeta(
+        run_id=config.run_id,
+        manifest=os.path.abspath(manifest.path),
+        manifest_sha256=manifest_hash(manifest),
+        manifest_files=[os.path.abspath(f) for f in manifest.files],
+        command_line=list(config.command_line),
+        selected_entries=len(entries),
+        only=list(config.only),
+        pipeline={k: getattr(config.pipeline, k) for k in config.pipeline.__dataclass_fields__},
+        versions={"exportsweep": exporter.__version__, "torch": torch.__version__,
+                  "python": platform.python_version(), "git_commit": _git_commit()},
+        resources={"cpus": os.cpu_count(), "memory_gb": _memory_gb(),
+                   "hostname": platform.node()},
+        started_at=_iso(started),
+    )
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    digest = hashlib.sha256()
+    for path in manifest.files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _git_commit() -> str | None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
