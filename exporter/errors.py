@@ -19,6 +19,8 @@ result rows (see taxonomy.py).  Classes defined elsewhere (``FamilyError``,
 
 from __future__ import annotations
 
+from exporter.text import quote
+
 
 class ExportsweepError(Exception):
     """Base of every error exportsweep reports to a person: bad input unless a subclass says
@@ -45,9 +47,9 @@ class ManifestError(ExportsweepError):
     def __str__(self) -> str:
         where = [self.file]
         if self.entry is not None:
-            where.append(f"entry {self.entry!r}")
+            where.append(f"entry {quote(self.entry)}")
         if self.field is not None:
-            where.append(f"field {self.field!r}")
+            where.append(f"field {quote(self.field)}")
         return ": ".join(where) + f": {self.message}"
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import ast
 import difflib
 import fnmatch
+import importlib.machinery
 import importlib.util
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
-
-import yaml
 
 from exporter import families
 from exporter.errors import ManifestError, ManifestErrors
@@ -29,6 +29,8 @@ from exporter.spec import (DEVICES, DTYPES, EXPECT_STATUSES, INTEGER_DTYPES, MOD
                            Entry, Expectation, TensorSpec, Tolerance, target_path)
 from exporter.status import FAIL, PASS
 from exporter.taxonomy import CATEGORY_NAMES, STAGES
+from exporter.text import has_control, quote
+from exporter.yamlfile import YamlProblem, load_yaml
 
 TOP_KEYS = ("version", "defaults", "include", "entries", "families")
 ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "dynamic_shapes", "modes", "device",
@@ -36,6 +38,13 @@ ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "dynamic_shapes", "modes
 DEFAULTABLE_KEYS = tuple(k for k in ENTRY_KEYS if k not in ("name", "entrypoint"))
 FAMILY_COMMON_KEYS = ("source", "include", "exclude", "limit", "defaults", "overrides")
 SUPPORTED_VERSIONS = (1,)
+MAX_NAME = 200                        # characters in an entry name or a tag
+MAX_TIMEOUT_S = 7 * 24 * 3600.0       # a week: beyond that a deadline is a typo
+MAX_ELEMENTS = 1 << 31                # elements in one example tensor
+MAX_DIM = (1 << 63) - 1               # a dimension size or bound: torch's int64
+# [low, high) an integer dtype can hold.
+DTYPE_RANGES = {"int64": (-(1 << 63), 1 << 63), "int32": (-(1 << 31), 1 << 31),
+                "int16": (-(1 << 15), 1 << 15), "int8": (-128, 128), "uint8": (0, 256)}
 
 
 @dataclass
@@ -89,9 +98,12 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
 # -- files -----------------------------------------------------------------------------------
 
 def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list[Entry],
-               files: list[str], errors: list[ManifestError]) -> None:
+               files: list[str], errors: list[ManifestError], root: str | None = None) -> None:
     scope = _Scope(path, errors)
     real = os.path.realpath(path)
+    # Every file a sweep reads lies under the top manifest's folder: it is hashed into the
+    # run's record and shipped to clusters, and a manifest cannot reach into /etc.
+    root = os.path.dirname(real) if root is None else root
     if real in chain:
         cycle = " -> ".join(os.path.basename(p) for p in chain + [real])
         scope.error(f"include cycle: {cycle}", "include")
@@ -99,23 +111,22 @@ def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list
     if not os.path.isfile(path):
         scope.error("manifest file not found")
         return
-    files.append(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        scope.error(f"invalid YAML{where}: {problem}")
+        doc = load_yaml(path)
+    except YamlProblem as exc:
+        scope.error(str(exc))
         return
+    except OSError as exc:
+        scope.error(f"cannot be read: {exc.strerror or type(exc).__name__}")
+        return
+    files.append(path)
     if not isinstance(doc, dict):
         scope.error(f"top level must be a mapping with 'version' and 'entries', got {_tname(doc)}")
         return
     _unknown_keys(scope, doc, TOP_KEYS, None)
     version = doc.get("version")
-    if version not in SUPPORTED_VERSIONS:
-        scope.error(f"unsupported manifest version {version!r} (supported: 1)", "version")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:   # true == 1 in Python
+        scope.error(f"unsupported manifest version {quote(version)} (supported: 1)", "version")
         return
 
     base = os.path.dirname(os.path.abspath(path))
@@ -132,7 +143,12 @@ def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list
         scope.error("must be a list of relative file paths", "include")
         includes = []
     for inc in includes:
-        _read_file(os.path.join(base, inc), defaults, chain + [real], out, files, errors)
+        target = os.path.join(base, inc)
+        if not os.path.realpath(target).startswith(root + os.sep):
+            scope.error(f"{quote(inc)} lies outside {root}: included files must stay inside the "
+                        f"top manifest's folder", "include")
+            continue
+        _read_file(target, defaults, chain + [real], out, files, errors, root)
 
     raw_entries = doc.get("entries") or []
     if not isinstance(raw_entries, list):
@@ -162,7 +178,7 @@ def _expand_family(scope: _Scope, spec: Any, defaults: dict[str, Any], base: str
         return []
     source = spec.get("source")
     if source not in families.SOURCES:
-        scope.error(f"unknown family source {source!r} (known: {', '.join(families.SOURCES)})",
+        scope.error(f"unknown family source {quote(source)} (known: {', '.join(families.SOURCES)})",
                     "source")
         return []
     scope = scope.at(f"families[{source}]")
@@ -177,7 +193,7 @@ def _expand_family(scope: _Scope, spec: Any, defaults: dict[str, Any], base: str
             scope.error("must be a list of glob patterns", key)
             ok = False
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        scope.error(f"must be a positive integer, got {limit!r}", "limit")
+        scope.error(f"must be a positive integer, got {quote(limit)}", "limit")
         ok = False
     fam_defaults = spec.get("defaults") or {}
     overrides = spec.get("overrides") or {}
@@ -218,7 +234,7 @@ def _expand_family(scope: _Scope, spec: Any, defaults: dict[str, Any], base: str
             out.append(entry)
     for pattern in overrides:
         if pattern not in used_patterns:
-            scope.error(f"override pattern {pattern!r} matches no model of this family",
+            scope.error(f"override pattern {quote(pattern)} matches no model of this family",
                         "overrides")
     return out
 
@@ -232,6 +248,10 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
     if not isinstance(name, str) or not name.strip():
         scope.error("every entry needs a non-empty string 'name'", "name")
         return None
+    if has_control(name) or len(name) > MAX_NAME or name != name.strip():
+        scope.error(f"a name is at most {MAX_NAME} printable characters without control "
+                    f"characters or surrounding spaces", "name")
+        return None
     entrypoint = _check_entrypoint(scope, raw.get("entrypoint"), base, "entrypoint", required=True)
     kwargs = raw.get("kwargs") or {}
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
@@ -239,24 +259,27 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
     modes = _check_modes(scope, raw.get("modes", list(MODES)))
     device = raw.get("device", "cpu")
     if device not in DEVICES:
-        scope.error(f"must be one of {', '.join(DEVICES)}, got {device!r}", "device")
+        scope.error(f"must be one of {', '.join(DEVICES)}, got {quote(device)}", "device")
     inputs = _check_inputs(scope, raw.get("inputs"), base)
     dynamic = _check_dynamic(scope, raw.get("dynamic_shapes"), inputs)
     tolerance = _check_tolerance(scope, raw.get("tolerance"))
     timeout = raw.get("timeout_s", 300)
-    if not _is_number(timeout) or timeout <= 0:
-        scope.error(f"must be a positive number of seconds, got {timeout!r}", "timeout_s")
+    if not _is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT_S:
+        scope.error(f"must be a positive number of seconds, at most {MAX_TIMEOUT_S:g}, got "
+                    f"{quote(timeout)}", "timeout_s")
     tags = raw.get("tags", [])
-    if not _is_list_of(tags, str):
-        scope.error("must be a list of strings", "tags")
+    if not _is_list_of(tags, str) or any(has_control(t) or not t or len(t) > MAX_NAME
+                                         for t in tags):
+        scope.error(f"must be a list of strings (each non-empty, at most {MAX_NAME} printable "
+                    f"characters)", "tags")
         tags = []
     expect = _check_expect(scope, raw.get("expect"), modes)
     train = raw.get("train", False)
     if not isinstance(train, bool):
-        scope.error(f"must be true or false, got {train!r}", "train")
+        scope.error(f"must be true or false, got {quote(train)}", "train")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        scope.error(f"must be an integer, got {seed!r}", "seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 63:
+        scope.error(f"must be an integer in [0, 2**63), got {quote(seed)}", "seed")
     if len(scope.errors) > n_errors:
         return None
     return Entry(name=name, entrypoint=entrypoint or "", source=scope.file, base_dir=base,
@@ -270,34 +293,50 @@ def _check_entrypoint(scope: _Scope, value: Any, base: str, field: str,
     if value is None and not required:
         return None
     if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
-        scope.error(f"must be 'pkg.module:attr' or 'path/file.py:attr', got {value!r}", field)
+        scope.error(f"must be 'pkg.module:attr' or 'path/file.py:attr', got {quote(value)}", field)
         return None
     target, attr = value.split(":")
     path = target_path(target, base)
     if path is not None:
         if not os.path.isfile(path):
-            scope.error(f"file {target!r} not found (resolved to {path})", field)
+            scope.error(f"file {quote(target)} not found (resolved to {path})", field)
             return None
         names = _top_level_names(path)
     else:
         try:
-            spec = importlib.util.find_spec(target)
+            spec = _find_module(target)
         except (ImportError, ValueError) as exc:
             spec = None
             reason = str(exc)
         else:
             reason = "not found"
         if spec is None:
-            scope.error(f"module {target!r} cannot be imported: {reason}", field)
+            scope.error(f"module {quote(target)} cannot be imported: {reason}", field)
             return None
         origin = spec.origin if spec.origin and spec.origin.endswith(".py") else None
         names = _top_level_names(origin) if origin else None
     if names is not None and attr not in names:
         hint = difflib.get_close_matches(attr, sorted(names), n=3)
-        scope.error(f"{target!r} defines no {attr!r}" + (
+        scope.error(f"{quote(target)} defines no {quote(attr)}" + (
             f" (did you mean {', '.join(hint)}?)" if hint else ""), field)
         return None
     return value
+
+
+def _find_module(name: str) -> Any:
+    """The module's spec, found without importing anything: ``importlib.util.find_spec``
+    would import (run) the parent packages of a dotted name, and validating a manifest
+    never runs its code."""
+    parts = name.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise ValueError(f"{quote(name)} is not a module name")
+    spec = importlib.util.find_spec(parts[0])       # a top-level name: found, not imported
+    for i in range(1, len(parts)):
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]),
+                                                        list(spec.submodule_search_locations))
+    return spec
 
 
 def _top_level_names(path: str) -> set[str] | None:
@@ -332,7 +371,7 @@ def _check_modes(scope: _Scope, value: Any) -> tuple[str, ...]:
         return MODES
     bad = [m for m in value if m not in MODES]
     if bad:
-        scope.error(f"unknown mode {bad[0]!r} (known: {', '.join(MODES)})", "modes")
+        scope.error(f"unknown mode {quote(bad[0])} (known: {', '.join(MODES)})", "modes")
         return MODES
     return tuple(dict.fromkeys(value))
 
@@ -354,14 +393,18 @@ def _check_inputs(scope: _Scope, value: Any, base: str) -> tuple[TensorSpec, ...
             continue
         _unknown_keys(scope, item, ("shape", "dtype", "low", "high"), fld)
         shape = item.get("shape")
-        if not _is_list_of(shape, int) or any(d < 0 or isinstance(d, bool) for d in shape):
-            scope.error(f"shape must be a list of non-negative integers, got {shape!r}",
-                        f"{fld}.shape")
+        if not _is_list_of(shape, int) or any(d < 0 for d in shape) or len(shape) > 64:
+            scope.error(f"shape must be a list of at most 64 non-negative integers, got "
+                        f"{quote(shape)}", f"{fld}.shape")
+            continue
+        if math.prod(shape) > MAX_ELEMENTS:
+            scope.error(f"shape {quote(shape)} has {math.prod(shape):,} elements; the limit is "
+                        f"{MAX_ELEMENTS:,}", f"{fld}.shape")
             continue
         dtype = item.get("dtype", "float32")
         if dtype not in DTYPES:
             hint = difflib.get_close_matches(str(dtype), DTYPES, n=1)
-            scope.error(f"unknown dtype {dtype!r}" + (f" (did you mean {hint[0]}?)" if hint else
+            scope.error(f"unknown dtype {quote(dtype)}" + (f" (did you mean {hint[0]}?)" if hint else
                                                       f" (known: {', '.join(DTYPES)})"),
                         f"{fld}.dtype")
             continue
@@ -369,10 +412,20 @@ def _check_inputs(scope: _Scope, value: Any, base: str) -> tuple[TensorSpec, ...
         if (low is not None or high is not None) and dtype not in INTEGER_DTYPES:
             scope.error(f"low/high apply to integer dtypes only, not {dtype}", fld)
             continue
-        if low is not None and high is not None and not (
-                isinstance(low, int) and isinstance(high, int) and low < high):
-            scope.error(f"needs integers low < high, got low={low!r} high={high!r}", fld)
+        if any(v is not None and (not isinstance(v, int) or isinstance(v, bool))
+               for v in (low, high)):
+            scope.error(f"low and high must be integers, got low={quote(low)} "
+                        f"high={quote(high)}", fld)
             continue
+        if dtype in DTYPE_RANGES:
+            lo_ok, hi_ok = DTYPE_RANGES[dtype]
+            eff_low = 0 if low is None else low
+            eff_high = eff_low + 10 if high is None else high
+            if not lo_ok <= eff_low < eff_high <= hi_ok:
+                scope.error(f"needs {lo_ok} <= low < high <= {hi_ok} for {dtype} (high is "
+                            f"exclusive, low + 10 when not given), got low={eff_low} "
+                            f"high={eff_high}", fld)
+                continue
         specs.append(TensorSpec(tuple(shape), dtype, low, high))
     return tuple(specs)
 
@@ -389,7 +442,7 @@ def _check_dynamic(scope: _Scope, value: Any, inputs: Any) -> Any:
     shapes = [s.shape for s in inputs] if isinstance(inputs, tuple) else None
     out: dict[int, dict[int, DimSpec]] = {}
     for idx, dims in value.items():
-        fld = f"dynamic_shapes.{idx}"
+        fld = f"dynamic_shapes.{quote(idx, 40)}"
         i = _as_index(idx)
         if i is None:
             scope.error("input keys must be positional indices (0, 1, ...)", fld)
@@ -402,11 +455,11 @@ def _check_dynamic(scope: _Scope, value: Any, inputs: Any) -> Any:
             continue
         out[i] = {}
         for d, spec in dims.items():
-            dfld = f"{fld}.{d}"
+            dfld = f"{fld}.{quote(d, 40)}"
             j = _as_index(d)
             rank = len(shapes[i]) if shapes is not None else None
             if j is None or (rank is not None and j >= rank):
-                scope.error(f"dimension {d!r} is not a valid index" +
+                scope.error(f"dimension {quote(d)} is not a valid index" +
                             (f" for an input of rank {rank}" if rank is not None else ""), dfld)
                 continue
             dim = _check_dim(scope, spec, dfld, shapes[i][j] if shapes is not None else None)
@@ -425,11 +478,12 @@ def _check_dim(scope: _Scope, spec: Any, fld: str, example: int | None) -> DimSp
     _unknown_keys(scope, spec, ("name", "min", "max"), fld)
     name, lo, hi = spec.get("name"), spec.get("min"), spec.get("max")
     if name is not None and (not isinstance(name, str) or not name.isidentifier()):
-        scope.error(f"name must be a Python identifier, got {name!r}", f"{fld}.name")
+        scope.error(f"name must be a Python identifier, got {quote(name)}", f"{fld}.name")
         return None
     for key, v in (("min", lo), ("max", hi)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            scope.error(f"must be a non-negative integer, got {v!r}", f"{fld}.{key}")
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)
+                              or not 0 <= v <= MAX_DIM):
+            scope.error(f"must be an integer in [0, 2**63), got {quote(v)}", f"{fld}.{key}")
             return None
     if lo is not None and hi is not None and lo > hi:
         scope.error(f"impossible range: min {lo} > max {hi}", fld)
@@ -449,7 +503,7 @@ def _check_dim_names(scope: _Scope, dims: dict[int, dict[int, DimSpec]]) -> None
                 continue
             other = seen.setdefault(dim.name, dim)
             if (other.min, other.max) != (dim.min, dim.max):
-                scope.error(f"dimension name {dim.name!r} is declared with two different ranges",
+                scope.error(f"dimension name {quote(dim.name)} is declared with two different ranges",
                             f"dynamic_shapes.{i}.{j}")
 
 
@@ -464,7 +518,7 @@ def _check_tolerance(scope: _Scope, value: Any) -> Tolerance:
     for key in ("atol", "rtol"):
         v = value.get(key, getattr(Tolerance(), key))
         if not _is_number(v) or v < 0:
-            scope.error(f"must be a non-negative number, got {v!r}", f"tolerance.{key}")
+            scope.error(f"must be a non-negative number, got {quote(v)}", f"tolerance.{key}")
         else:
             out[key] = float(v)
     return Tolerance(**out)
@@ -497,14 +551,14 @@ def _check_expectation(scope: _Scope, spec: Any, fld: str) -> Expectation | None
     status = spec.get("status", FAIL)
     category, stage = spec.get("category"), spec.get("stage")
     if status not in EXPECT_STATUSES:
-        scope.error(f"status must be one of {', '.join(EXPECT_STATUSES)}, got {status!r}",
+        scope.error(f"status must be one of {', '.join(EXPECT_STATUSES)}, got {quote(status)}",
                     f"{fld}.status")
     elif category is not None and category not in CATEGORY_NAMES:
         hint = difflib.get_close_matches(str(category), CATEGORY_NAMES, n=1)
-        scope.error(f"unknown category {category!r}" + (
+        scope.error(f"unknown category {quote(category)}" + (
             f" (did you mean {hint[0]}?)" if hint else ""), f"{fld}.category")
     elif stage is not None and stage not in STAGES:
-        scope.error(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})", f"{fld}.stage")
+        scope.error(f"unknown stage {quote(stage)} (stages: {', '.join(STAGES)})", f"{fld}.stage")
     elif status == PASS and (category or stage):
         scope.error("an expected PASS takes no category or stage", fld)
     else:
@@ -531,8 +585,10 @@ def _unknown_keys(scope: _Scope, mapping: dict[str, Any], allowed: tuple[str, ..
     for key in mapping:
         if key not in allowed:
             hint = difflib.get_close_matches(str(key), allowed, n=1)
-            fld = f"{prefix}.{key}" if prefix else str(key)
-            scope.error("unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else
+            shown = key if isinstance(key, str) and len(key) <= 40 and not has_control(key) \
+                else quote(key, 40)
+            fld = f"{prefix}.{shown}" if prefix else shown
+            scope.error("unknown key" + (f" (did you mean {quote(hint[0])}?)" if hint else
                                          f" (allowed: {', '.join(allowed)})"), fld)
 
 
@@ -542,7 +598,9 @@ def _is_list_of(value: Any, kind: type) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: YAML's true, .nan and .inf are not numbers of seconds."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def _as_index(key: Any) -> int | None:

@@ -13,6 +13,7 @@ import traceback
 from typing import Sequence
 
 from exporter.errors import ExportsweepError, OrchestratorError
+from exporter.text import printable
 from orchestrator.cli.parser import build_parser
 
 INTERRUPTED = 130      # the shell's code for SIGINT
@@ -30,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except ExportsweepError as exc:
-        sys.stderr.write("".join(f"exportsweep: {line}\n" for line in str(exc).splitlines())
+        sys.stderr.write("".join(f"exportsweep: {printable(line)}\n"
+                                 for line in str(exc).splitlines())
                          or f"exportsweep: {type(exc).__name__}\n")
         return exc.exit_code
     except KeyboardInterrupt:

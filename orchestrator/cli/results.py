@@ -7,6 +7,7 @@ import io
 import sys
 
 from exporter.errors import GateTripped, UsageError
+from exporter.text import printable
 from orchestrator.results.compact import compact_run
 from orchestrator.results.layout import ALIASES
 from orchestrator.results.runs import RunData, list_runs, read_run, resolve_run
@@ -65,7 +66,7 @@ def cmd_junit(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     result = write_report(args.dir, args.run, args.baseline, args.output)
     for problem in result.problems:
-        sys.stderr.write(f"exportsweep: warning: {problem}\n")
+        sys.stderr.write(f"exportsweep: warning: {printable(problem)}\n")
     print(result.summary())
 
 
@@ -77,5 +78,5 @@ def cmd_compact(args: argparse.Namespace) -> None:
 def _warn_problems(run: RunData) -> list[str]:
     """Say on stderr what is wrong with a run's files: never read a run short silently."""
     for problem in run.problems:
-        sys.stderr.write(f"exportsweep: warning: run {run.run_id}: {problem}\n")
+        sys.stderr.write(f"exportsweep: warning: run {run.run_id}: {printable(problem)}\n")
     return [f"run {run.run_id}: {p}" for p in run.problems]

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from typing import Any, TextIO
 
 from exporter.status import ATTENTION, FAILED, PASSING, STATUSES
+from exporter.text import printable
 
 
 def count_statuses(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -39,7 +40,7 @@ class Progress:
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done)
         timing = "" if self.live else f"  ({elapsed:.0f}s, eta {eta:.0f}s)"
-        self.stream.write(f"[{self.done:>{width}}/{self.total}] {rows[0]['entry']:<44} {modes}"
+        self.stream.write(f"[{self.done:>{width}}/{self.total}] {printable(rows[0]['entry']):<44} {modes}"
                           f"{timing}\n")
         if self.live:
             self.stream.write(self.status_line())
@@ -65,7 +66,7 @@ class Progress:
 def _status_text(r: dict[str, Any]) -> str:
     if r["status"] not in FAILED:
         return f"{r['status']} {r['total_s'] or 0:.1f}s"
-    return f"{r['status']} {r['category'] or ''}@{r['failed_stage'] or '-'}"
+    return printable(f"{r['status']} {r['category'] or ''}@{r['failed_stage'] or '-'}")
 
 
 def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
@@ -76,36 +77,37 @@ def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
       ", ".join(f"{n} {s}" for s, n in counts.items()) + "\n")
     by_group: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in rows:
-        by_group[(r["family"], r["mode"])].append(r["status"])
+        by_group[(r["family"] or "", r["mode"])].append(r["status"])
     if by_group:
         w("\npass rate by family and mode (PASS+XFAIL / all)\n")
         for (family, mode), statuses in sorted(by_group.items()):
             ok = sum(s in PASSING for s in statuses)
-            w(f"  {family:<14} {mode:<11} {ok:>4}/{len(statuses):<4} {100 * ok / len(statuses):5.1f}%\n")
+            w(f"  {printable(family):<14} {printable(mode):<11} {ok:>4}/{len(statuses):<4} {100 * ok / len(statuses):5.1f}%\n")
     cats = Counter(r["category"] for r in rows if r["status"] in FAILED and r["category"])
     if cats:
         w("\ntop failure categories\n")
         for cat, n in cats.most_common(8):
-            w(f"  {n:>4}  {cat}\n")
+            w(f"  {n:>4}  {printable(cat)}\n")
     if clusters:
         w("\ntop failure clusters (one root cause each)\n")
         for c in clusters[:5]:
-            head = (c.message or "").splitlines()[0][:80] if c.message else ""
-            w(f"  {c.rows:>4} rows, {c.n_entries} entries  {c.signature}  "
-              f"{'/'.join(c.categories)}: {head}\n         repro: {c.repro}\n")
+            head = printable((c.message or "").splitlines()[0], 80) if c.message else ""
+            w(f"  {c.rows:>4} rows, {c.n_entries} entries  {printable(c.signature)}  "
+              f"{printable('/'.join(c.categories))}: {head}\n"
+              f"         repro: {printable(c.repro)}\n")
     unexpected = [r for r in rows if r["status"] in ATTENTION]
     if unexpected:
         w("\nneeds attention\n")
         for r in unexpected[:15]:
             lines = (r["message"] or r["expected"] or "").splitlines()
-            w(f"  {r['status']:<6} {r['entry']} [{r['mode']}] {r['category'] or ''}: "
-              f"{lines[0][:90] if lines else ''}\n")
+            w(f"  {printable(r['status']):<6} {printable(r['entry'])} [{printable(r['mode'])}] "
+              f"{printable(r['category'] or '')}: {printable(lines[0], 90) if lines else ''}\n")
             if r["status"] in FAILED:
-                w(f"         repro: {r['repro']}\n")
+                w(f"         repro: {printable(r['repro'])}\n")
     slow = sorted(rows, key=lambda r: r["total_s"] or 0, reverse=True)[:5]
     if slow:
         w("\nslowest\n")
         for r in slow:
-            w(f"  {r['total_s'] or 0:7.1f}s  {r['entry']} [{r['mode']}]\n")
+            w(f"  {r['total_s'] or 0:7.1f}s  {printable(r['entry'])} [{printable(r['mode'])}]\n")
     w(f"\nresults: {where}\n")
     stream.flush()

@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
+from exporter.errors import UsageError
+from exporter.text import quote
+
 RUN_PREFIX = "run_id="
 RUN_META = "_run.json"
 LOG_DIR = "_logs"
@@ -33,6 +36,7 @@ CLUSTERS_FILE = "clusters.parquet"
 COMPACT_LOCK = "_compact.lock"
 REPLACES_KEY = "exportsweep.replaces"     # Parquet metadata of a compacted file: what it replaces
 ALIASES = ("latest", "previous")          # run references that are not ids
+MAX_RUN_ID = 128                          # characters: far below any filesystem's name limit
 
 
 def new_run_id() -> str:
@@ -40,8 +44,34 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
 
 
+def run_id_problem(run_id: object) -> str | None:
+    """Why ``run_id`` cannot name a run (None: it can).  Ids become folder names: only
+    letters, digits, '.', '_' and '-', not starting with '.', never an alias, never a path."""
+    if not isinstance(run_id, str) or not run_id:
+        return "a run id must be a non-empty string"
+    if len(run_id) > MAX_RUN_ID:
+        return f"a run id has at most {MAX_RUN_ID} characters, this one {len(run_id)}"
+    if not all(c.isascii() and (c.isalnum() or c in "._-") for c in run_id):
+        return "use letters, digits, '.', '_' and '-' only"
+    if run_id[0] in "._-":
+        return "a run id starts with a letter or a digit"
+    if run_id in ALIASES:
+        return f"{run_id!r} is reserved: it refers to a run ({', '.join(ALIASES)})"
+    return None
+
+
+def check_run_id(run_id: str, what: str = "run id") -> str:
+    """``run_id`` if it can name a run, else a UsageError naming it (quoted, bounded)."""
+    problem = run_id_problem(run_id)
+    if problem:
+        raise UsageError(f"{what} {quote(run_id)}: {problem}")
+    return run_id
+
+
 def run_dir_name(run_id: str) -> str:
-    return f"{RUN_PREFIX}{run_id}"
+    """The run's folder name; every path built from a run id comes through here, so an id
+    that could name something outside the results folder never reaches a filesystem."""
+    return f"{RUN_PREFIX}{check_run_id(run_id)}"
 
 
 def run_dir(out: str, run_id: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +27,12 @@ import pyarrow as pa
 
 from exporter.errors import UsageError
 from exporter.schema import SCHEMA
+from exporter.status import STATUSES
+from exporter.text import quote
 from orchestrator.results import storage
 from orchestrator.results.layout import (ALIASES, REPLACES_KEY, RUN_META, RUN_PREFIX, RunMeta,
-                                         is_rows_file, parse_run_meta, run_dir_name)
+                                         check_run_id, is_rows_file, parse_run_meta,
+                                         run_dir_name, run_id_problem)
 from orchestrator.results.storage import Location
 
 
@@ -67,17 +71,30 @@ class RunData:
 
 
 def run_ids(out: str) -> list[str]:
+    """The ids of the runs in ``out``; folders whose name is no valid run id are not runs."""
     loc = storage.location(out)
-    return sorted(info.base_name[len(RUN_PREFIX):] for info in storage.listing(loc, loc.root)
-                  if info.type == storage.pafs.FileType.Directory
-                  and info.base_name.startswith(RUN_PREFIX))
+    try:
+        infos = storage.listing(loc, loc.root)
+    except OSError:
+        return []
+    return sorted(name for name in (info.base_name[len(RUN_PREFIX):] for info in infos
+                                    if info.type == storage.pafs.FileType.Directory
+                                    and info.base_name.startswith(RUN_PREFIX))
+                  if run_id_problem(name) is None)
 
 
 def read_meta(out: str, run_id: str) -> tuple[RunMeta | None, list[str]]:
-    """The run's record and what is wrong with it (see :func:`.layout.parse_run_meta`)."""
+    """The run's record and what is wrong with it (see :func:`.layout.parse_run_meta`).
+    A run without one is a problem too: nothing then says how many pairs it should hold."""
     loc = storage.location(out)
-    return parse_run_meta(storage.read_bytes(loc, loc.path(run_dir_name(run_id), RUN_META)),
-                          run_id)
+    try:
+        data = storage.read_bytes(loc, loc.path(run_dir_name(run_id), RUN_META))
+    except OSError as exc:
+        return None, [f"{RUN_META} cannot be read ({_short(exc)})"]
+    if data is None:
+        return None, [f"no {RUN_META}: nothing says what the run set out to do or whether it "
+                      f"finished; its rows are read as they are"]
+    return parse_run_meta(data, run_id)
 
 
 def list_runs(out: str) -> list[RunInfo]:
@@ -99,10 +116,11 @@ def resolve_run(out: str, ref: str, runs: list[RunInfo] | None = None) -> str:
     """A run id from ``latest``, ``previous`` (the one before latest) or an id.  ``runs``:
     ``list_runs(out)`` when the caller has it (it reads every run's ``_run.json``)."""
     if ref not in ALIASES:
+        check_run_id(ref, "run")
         if not run_exists(out, ref):
             known = run_ids(out)
             hint = f" (runs there: {', '.join(known[-5:])})" if known else " (it holds no runs)"
-            raise UsageError(f"{out}: no run {ref!r}{hint}")
+            raise UsageError(f"{out}: no run {quote(ref)}{hint}")
         return ref
     runs = list_runs(out) if runs is None else runs
     need = 1 if ref == "latest" else 2
@@ -122,19 +140,25 @@ def previous_run(out: str, run_id: str, runs: list[RunInfo] | None = None) -> st
 def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
              ) -> tuple[RunFiles, dict[str, pa.Table]]:
     """Open every Parquet file of the run once (in parallel: an object store answers each
-    request in tens of ms), check it, and with ``read`` keep its rows."""
+    request in tens of ms), check it, and with ``read`` keep its rows, conformed to the
+    schema.  Nothing here raises for damage: it becomes ``RunFiles.problems``."""
     folder = loc.path(run_dir_name(run_id))
-    sizes = {info.base_name: info.size or 0 for info in storage.listing(loc, folder)
+    found = RunFiles()
+    try:
+        infos = storage.listing(loc, folder)
+    except OSError as exc:
+        found.problems.append(f"the run's folder cannot be listed ({_short(exc)})")
+        return found, {}
+    sizes = {info.base_name: info.size or 0 for info in infos
              if info.type == storage.pafs.FileType.File and is_rows_file(info.base_name)}
     names = sorted(sizes)
 
-    def open_one(name: str) -> tuple[str, int, list[str], pa.Table | None]:
+    def open_one(name: str) -> tuple[int, list[str], pa.Table | None]:
         pf = storage.open_parquet(loc, posixpath.join(folder, name))
-        extra = (pf.schema_arrow.metadata or {}).get(REPLACES_KEY.encode())
-        table = pf.read() if read else None
-        return name, pf.metadata.num_rows, json.loads(extra) if extra else [], table
+        replaces = _replaced_names((pf.schema_arrow.metadata or {}).get(REPLACES_KEY.encode()))
+        table = conform(pf.read()) if read else None
+        return pf.metadata.num_rows, replaces, table
 
-    found = RunFiles()
     footers: dict[str, int] = {}
     tables: dict[str, pa.Table] = {}
     replaced: set[str] = set()
@@ -143,8 +167,11 @@ def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
         for future in futures:
             name = futures[future]
             try:
-                _, rows, replaces, table = future.result()
-            except (pa.ArrowInvalid, OSError, ValueError) as exc:
+                rows, replaces, table = future.result()
+            except SchemaMismatch as exc:
+                found.problems.append(f"{name}: {exc}; its rows are not counted")
+                continue
+            except (pa.ArrowException, OSError, ValueError) as exc:
                 found.problems.append(f"{name}: torn or unreadable Parquet file, its rows are "
                                       f"not counted ({_short(exc)})")
                 continue
@@ -164,7 +191,42 @@ def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
             elif name in footers and footers[name] != rows:
                 found.problems.append(f"{name}: holds {footers[name]} rows, {RUN_META} "
                                       f"says {rows}")
+        for name in sorted(set(found.parts) - set(listed)):
+            found.problems.append(f"{name}: not listed in {RUN_META} (written after the run "
+                                  f"finished, or copied in); its rows are counted")
     return found, {n: t for n, t in tables.items() if n in found.parts}
+
+
+class SchemaMismatch(ValueError):
+    """A file's column holds values of another type than the schema's."""
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """``table`` with exactly the schema's columns.  Files of an older schema version lack
+    newer columns (read as null: the schema only ever grows by nullable columns); unknown
+    columns are dropped; a column of another type than the schema's is damage, never cast
+    (an int column cast to strings would read as plausible names), and the file is refused
+    (:class:`SchemaMismatch`)."""
+    columns = []
+    for fld in SCHEMA:
+        if fld.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, fld.type))
+            continue
+        column = table.column(fld.name)
+        if column.type != fld.type:
+            raise SchemaMismatch(f"column {fld.name!r} is {column.type}, the schema says "
+                                 f"{fld.type}")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def _replaced_names(raw: bytes | None) -> list[str]:
+    if not raw:
+        return []
+    names = json.loads(raw)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{REPLACES_KEY} metadata is not a list of file names")
+    return names
 
 
 def read_run(out: str, run_id: str, meta: RunMeta | None = None) -> RunData:
@@ -178,7 +240,8 @@ def read_run(out: str, run_id: str, meta: RunMeta | None = None) -> RunData:
         problems += meta_problems
     files, tables = scan_run(loc, run_id, meta, read=True)
     problems = list(files.problems) + problems
-    rows = _rows([tables[n] for n in sorted(tables)])
+    rows, row_problems = _checked_rows([tables[n] for n in sorted(tables)])
+    problems += row_problems
     final = final_rows_of(rows)
     expected = meta.expected_pairs if meta else None
     if expected is not None and meta is not None and len(final) < expected:
@@ -188,6 +251,8 @@ def read_run(out: str, run_id: str, meta: RunMeta | None = None) -> RunData:
                         f"--resume {run_id}` completes it")
     elif meta is not None and not meta.finished_at:
         problems.append("the run has not finished (running or interrupted)")
+    if not rows and not any("no result" in p for p in problems):
+        problems.append("the run has no rows")
     return RunData(run_id, meta, rows, final, problems, files.parts)
 
 
@@ -210,16 +275,23 @@ def final_rows_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(chosen.values())
 
 
-def _rows(tables: list[pa.Table]) -> list[dict[str, Any]]:
+def _checked_rows(tables: list[pa.Table]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows, and what is wrong with them: a row without an entry or mode cannot be
+    placed and is not counted; an unknown status is an error, never a pass."""
     if not tables:
-        return []
-    # Files of an older schema version lack newer columns: they read as None.
-    table = pa.concat_tables(tables, promote_options="default")
-    missing = [n for n in SCHEMA.names if n not in table.column_names]
-    rows = table.to_pylist()
-    for r in rows:
-        r.update(dict.fromkeys(missing))
-    return rows
+        return [], []
+    rows = pa.concat_tables(tables).to_pylist()
+    placed = [r for r in rows if isinstance(r["entry"], str) and r["entry"]
+              and isinstance(r["mode"], str) and r["mode"]]
+    problems = []
+    if len(placed) < len(rows):
+        problems.append(f"{len(rows) - len(placed)} row(s) without an entry name or mode: "
+                        f"not counted")
+    unknown = Counter(r["status"] for r in placed if r["status"] not in STATUSES)
+    for status, n in sorted(unknown.items(), key=lambda kv: str(kv[0])):
+        problems.append(f"{n} row(s) with an unknown status {quote(status)}: counted as "
+                        f"errors, never as passes")
+    return placed, problems
 
 
 def _short(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from exporter.status import EXPORTED, SKIPPED, XPASS
+from exporter.text import printable
 
 CHANGES = ("NEW_FAILURE", "REGRESSED", "MISSING", "CATEGORY_CHANGED", "SIGNATURE_CHANGED",
            "FIXED", "PROGRESSED", "NEW_ENTRY", "UNCHANGED")
@@ -146,7 +147,7 @@ def to_table(changes: list[Change], base: str, new: str, show_unchanged: bool = 
     if shown:
         lines.append(f"{'CHANGE':<18} {'ENTRY':<44} {'MODE':<10} {'BASE':<28} NEW")
     for c in shown:
-        lines.append(f"{c.change:<18} {c.entry[:44]:<44} {c.mode:<10} "
+        lines.append(f"{c.change:<18} {printable(c.entry, 44):<44} {printable(c.mode):<10} "
                      f"{_outcome(c.base_status, c.base_category, c.base_stage):<28} "
                      f"{_outcome(c.new_status, c.new_category, c.new_stage)}")
         for d in c.drift:
@@ -167,7 +168,7 @@ def to_markdown(changes: list[Change], base: str, new: str, problems: list[str] 
         for c in shown:
             notes = "; ".join(c.drift + (["XPASS: update the expectation"]
                                          if c.update_expectation else []))
-            lines.append(f"| {c.change} | `{c.entry}` | {c.mode} | "
+            lines.append(f"| {c.change} | `{printable(c.entry)}` | {printable(c.mode)} | "
                          f"{_outcome(c.base_status, c.base_category, c.base_stage)} | "
                          f"{_outcome(c.new_status, c.new_category, c.new_stage)} | {notes} |")
     return "\n".join(lines) + "\n"
@@ -176,4 +177,5 @@ def to_markdown(changes: list[Change], base: str, new: str, problems: list[str] 
 def _outcome(status: str | None, category: str | None, stage: str | None) -> str:
     if status is None:
         return "(absent)"
-    return status + (f" {category}" if category else "") + (f"@{stage}" if stage else "")
+    return printable(status + (f" {category}" if category else "") +
+                     (f"@{stage}" if stage else ""))

@@ -13,6 +13,7 @@ from typing import Any
 
 from exporter.status import STATUS_BY_NAME
 from exporter.taxonomy import STAGES
+from exporter.text import xml_safe
 
 _PROPERTIES = ("status", "stage_reached", "failed_stage", "category", "signature", "error_code",
                "exception_type", "user_frame", "repro", "expected", "device", "worker_id",
@@ -30,7 +31,7 @@ def to_junit(rows: list[dict[str, Any]], run_id: str) -> ET.ElementTree:
         if values:
             ET.SubElement(props, "property", name=key, value=",".join(values))
     ET.SubElement(props, "property", name="run_id", value=run_id)
-    for r in sorted(rows, key=lambda r: (r["family"], r["entry"], r["mode"])):
+    for r in sorted(rows, key=lambda r: (r["family"] or "", r["entry"], r["mode"])):
         counts["tests"] += 1
         seconds = float(r.get("total_s") or 0.0)
         total += seconds
@@ -54,12 +55,26 @@ def to_junit(rows: list[dict[str, Any]], run_id: str) -> ET.ElementTree:
                       **{k: str(v) for k, v in counts.items() if k != "skipped"})
     root.append(suite)
     ET.indent(root)
+    _make_well_formed(root)
     return ET.ElementTree(root)
+
+
+def _make_well_formed(root: ET.Element) -> None:
+    """Messages carry whatever torch and the models printed (ANSI colours, NULs): XML 1.0
+    cannot hold some characters even escaped, so they are written as visible escapes."""
+    for element in root.iter():
+        if element.text:
+            element.text = xml_safe(element.text)
+        for key, value in element.attrib.items():
+            element.attrib[key] = xml_safe(value)
 
 
 def _result(case: ET.Element, r: dict[str, Any], counts: dict[str, int]) -> None:
     status = STATUS_BY_NAME.get(r["status"])
-    if status is None:
+    if status is None:              # a damaged row: an error, never a pass
+        counts["errors"] += 1
+        ET.SubElement(case, "error", type="UNKNOWN_STATUS",
+                      message=f"unknown status {r['status']!r} in the results")
         return
     category = r.get("category")
     head = (r.get("message") or "").splitlines()[0][:300] if r.get("message") else ""
