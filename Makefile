@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.exportsweep-installed
 OUT    ?= results
 PYTEST_ARGS ?=
 
-.PHONY: setup sweep test test-all browser lock clean
+.PHONY: setup sweep test test-all test-props test-chaos browser lock clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ test: $(STAMP) browser
 ## Every test, the slow ones included.
 test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
+
+## The property tests with the long hypothesis profile: 20x the examples, a fresh seed each run.
+test-props: $(STAMP)
+	EXPORTSWEEP_HYPOTHESIS=long $(BIN)/python -m pytest -m property $(PYTEST_ARGS)
 
 ## Re-pin constraints.txt from the current environment.
 lock: $(STAMP)

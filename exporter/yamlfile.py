@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from exporter.text import quote
+from exporter.text import printable, quote
 
 MAX_BYTES = 4 << 20          # a manifest of 4 MiB already lists tens of thousands of models
 MAX_DEPTH = 64               # mappings and lists inside each other
@@ -78,18 +78,20 @@ def load_yaml(path: str, max_bytes: int = MAX_BYTES) -> Any:
 
 
 def loads_yaml(text: str) -> Any:
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)        # the reader checks characters already here
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise YamlProblem(f"invalid YAML{where}: {quote(problem, 200)[1:-1] if isinstance(problem, str) else quote(problem, 200)}") from None
+        raise YamlProblem(f"invalid YAML{where}: {printable(problem, 200)}") from None
     except RecursionError:
         raise YamlProblem("nested too deeply to read") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     nodes = _expanded_size(doc, {}, MAX_NODES)
     if nodes > MAX_NODES:
         raise YamlProblem(f"expands to more than {MAX_NODES:,} values (aliases repeating "

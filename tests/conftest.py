@@ -8,10 +8,25 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 TEST_MODELS = Path(__file__).resolve().parent / "models"
+
+# Property tests: the default run is reproducible (a fixed seed, examples kept in
+# .hypothesis/, which CI starts empty); `make test-props` runs the long profile (many more
+# examples, a fresh seed each time, failures printed with a blob to replay them).
+settings.register_profile("default", derandomize=True, print_blob=True)
+settings.register_profile("long", max_examples=2000, derandomize=False, print_blob=True,
+                          deadline=None)
+PROFILE = os.environ.get("EXPORTSWEEP_HYPOTHESIS", "default")
+settings.load_profile(PROFILE)
+
+
+def examples(n: int) -> int:
+    """A property test's example count: ``n`` by default, 20 times more in the long profile."""
+    return n * (20 if PROFILE == "long" else 1)
 
 # Keep HF libraries from trying the network: nothing may be downloaded here.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

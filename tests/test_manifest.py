@@ -12,7 +12,7 @@ from exporter.manifest import load_manifest
 from exporter.spec import DimSpec, Expectation, TensorSpec
 from orchestrator.cli import main
 
-from conftest import MANIFESTS, REPO
+from conftest import MANIFESTS, REPO, examples
 
 GOOD_ENTRY = """
   - name: mlp
@@ -207,6 +207,55 @@ MISTAKES = [
 ]
 
 
+# Hostile or tired input: each is one line, exit 2, naming the file (and entry, field).
+BOMB = "version: 1\na: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nentries: *g\n"
+MISTAKES += [
+    ("duplicate-key", "version: 1\nentries:" + GOOD_ENTRY + "entries: []\n", "manifest.yaml", None,
+     None, "key 'entries' appears twice in one mapping (lines 2 and 6)"),
+    ("duplicate-entry-key", "version: 1\nentries:" + GOOD_ENTRY + "    inputs: []\n", "manifest.yaml",
+     None, None, "key 'inputs' appears twice"),
+    ("deep-nesting", "version: 1\nentries: " + "[" * 100 + "]" * 100 + "\n", "manifest.yaml", None,
+     None, "nested more than 64 levels deep"),
+    ("alias-bomb", BOMB, "manifest.yaml", None, None, "expands to more than 1,000,000 values"),
+    ("version-true", "version: true\nentries: []\n", "manifest.yaml", None, "version",
+     "unsupported manifest version True"),
+    ("tolerance-nan", "version: 1\nentries:" + GOOD_ENTRY + "    tolerance: {atol: .nan}\n",
+     "manifest.yaml", "mlp", "tolerance.atol", "non-negative number, got nan"),
+    ("timeout-inf", "version: 1\nentries:" + GOOD_ENTRY + "    timeout_s: .inf\n", "manifest.yaml",
+     "mlp", "timeout_s", "positive number of seconds"),
+    ("timeout-bool", "version: 1\nentries:" + GOOD_ENTRY + "    timeout_s: true\n", "manifest.yaml",
+     "mlp", "timeout_s", "got True"),
+    ("timeout-year", "version: 1\nentries:" + GOOD_ENTRY + "    timeout_s: 31536000\n",
+     "manifest.yaml", "mlp", "timeout_s", "at most 604800"),
+    ("int8-bounds", "version: 1\nentries:\n  - name: ids\n    entrypoint: models/tiny.py:make_mlp\n"
+     "    inputs: [{shape: [2], dtype: int8, low: -1000, high: 5}]\n", "manifest.yaml", "ids",
+     "inputs[0]", "-128 <= low < high <= 128 for int8"),
+    ("uint8-default-high", "version: 1\nentries:\n  - name: ids\n    entrypoint: models/tiny.py:make_mlp\n"
+     "    inputs: [{shape: [2], dtype: uint8, low: 250}]\n", "manifest.yaml", "ids", "inputs[0]",
+     "high=260"),
+    ("bounds-bool", "version: 1\nentries:\n  - name: ids\n    entrypoint: models/tiny.py:make_mlp\n"
+     "    inputs: [{shape: [2], dtype: int64, low: true}]\n", "manifest.yaml", "ids", "inputs[0]",
+     "must be integers"),
+    ("huge-tensor", "version: 1\nentries:\n  - name: big\n    entrypoint: models/tiny.py:make_mlp\n"
+     "    inputs: [{shape: [100000, 100000, 100]}]\n", "manifest.yaml", "big", "inputs[0].shape",
+     "1,000,000,000,000 elements"),
+    ("seed-huge", "version: 1\nentries:" + GOOD_ENTRY + "    seed: 99999999999999999999999\n",
+     "manifest.yaml", "mlp", "seed", "in [0, 2**63)"),
+    ("dim-huge", "version: 1\nentries:" + GOOD_ENTRY + "    dynamic_shapes: {0: {0: {max: 1e30}}}\n",
+     "manifest.yaml", "mlp", "dynamic_shapes.0.0.max", "in [0, 2**63)"),
+    ("name-escape", 'version: 1\nentries:\n  - name: "bert\\e[31m red"\n    entrypoint: '
+     'models/tiny.py:make_mlp\n', "manifest.yaml", "bert\x1b[31m red", "name", "control characters"),
+    ("name-newline", 'version: 1\nentries:\n  - name: "two\\nlines"\n    entrypoint: '
+     'models/tiny.py:make_mlp\n', "manifest.yaml", "two\nlines", "name", "control characters"),
+    ("tag-escape", "version: 1\nentries:" + GOOD_ENTRY + '    tags: ["\\x07bell"]\n', "manifest.yaml",
+     "mlp", "tags", "printable"),
+    ("include-outside", "version: 1\ninclude: [../elsewhere.yaml]\nentries: []\n", "manifest.yaml",
+     None, "include", "lies outside"),
+    ("include-absolute", "version: 1\ninclude: [/etc/hostname]\nentries: []\n", "manifest.yaml",
+     None, "include", "lies outside"),
+]
+
+
 @pytest.mark.parametrize("case", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_each_mistake_is_one_line_with_exit_code_2(case, write_manifest, capsys):
     _, text, file, entry, field, phrase = case
@@ -262,3 +311,162 @@ def test_cli_exit_code_2_in_a_real_process(write_manifest):
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "field 'device'" in proc.stderr
     assert not (path.parent / "out").exists()      # nothing ran, nothing was written
+
+
+def _one_line_exit_2(path, capsys) -> str:
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_undecodable_bytes_are_one_line(tmp_path, capsys):
+    path = tmp_path / "manifest.yaml"
+    path.write_bytes(b"version: 1\nentries:\n  - name: caf\xe9\n")
+    assert "not UTF-8: byte 33 (line 3) is 0xe9" in _one_line_exit_2(path, capsys)
+
+
+def test_a_file_past_the_size_limit_is_not_read(tmp_path, capsys):
+    path = tmp_path / "manifest.yaml"
+    path.write_bytes(b"version: 1\n" + b"# padding\n" * 500_000)
+    assert "the limit is 4,194,304" in _one_line_exit_2(path, capsys)
+
+
+def test_messages_quote_at_most_a_bounded_value(write_manifest, capsys):
+    path = write_manifest("version: 1\nentries:" + GOOD_ENTRY + f"    device: {'x' * 100_000}\n"
+                          f"  - name: {'n' * 50_000}\n    entrypoint: models/tiny.py:make_mlp\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert 1 <= len(err.splitlines()) <= 3 and max(map(len, err.splitlines())) < 400, err[:500]
+
+
+def test_validate_never_runs_a_package_init(tmp_path, capsys, monkeypatch):
+    """Finding ``pkg.models.net`` must not import ``pkg`` (its __init__ could do anything)."""
+    marker = tmp_path / "ran"
+    pkg = tmp_path / "site" / "evilpkg"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (pkg / "models" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (pkg / "models" / "net.py").write_text("def make():\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    path = tmp_path / "m.yaml"
+    path.write_text("version: 1\nentries:\n  - name: net\n    entrypoint: evilpkg.models.net:make\n"
+                    "    inputs: [{shape: [1]}]\n  - name: typo\n"
+                    "    entrypoint: evilpkg.models.net:mkae\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "'evilpkg.models.net' defines no 'mkae' (did you mean make?)" in err
+    assert "entry 'net'" not in err          # found, and named correctly
+    assert not marker.exists()
+
+
+# -- properties: any document, any damage to a real manifest ---------------------------------
+
+import math  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import yaml  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from exporter.manifest import ENTRY_KEYS, TOP_KEYS  # noqa: E402
+
+KEYS = st.sampled_from(list(TOP_KEYS) + list(ENTRY_KEYS) + [
+    "source", "include", "shape", "dtype", "low", "high", "atol", "rtol", "status", "category",
+    "stage", "name", "min", "max", "strict", "non-strict", "0", "1"]) | st.text(max_size=12)
+SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+           | st.text(max_size=40) | st.sampled_from(
+               ["models/tiny.py:make_mlp", "auto", "FAIL", "PASS", "cpu", "cuda", "int8",
+                "float32", "torchvision", "strict", "../x.yaml", "os:system", "\x1b[31m"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(KEYS, inner, max_size=5), max_leaves=25)
+DOCUMENTS = st.fixed_dictionaries(
+    {}, optional={"version": st.sampled_from([1, 1, 1, 2, True, "1", None]),
+                  "entries": st.lists(st.dictionaries(KEYS, VALUES, max_size=8), max_size=4),
+                  "defaults": VALUES, "include": VALUES, "families": VALUES}) | VALUES
+
+
+def _loads_or_refuses(path) -> None:
+    """The one contract: a Manifest, or ManifestErrors with bounded one-line messages."""
+    started = time.monotonic()
+    try:
+        load_manifest(path)
+    except ManifestErrors as exc:
+        assert exc.errors
+        for line in str(exc).splitlines():
+            assert len(line) < 1000, line[:200]
+            assert not any(ord(c) < 32 for c in line), line[:200]
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.property
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=DOCUMENTS)
+def test_any_yaml_document_loads_or_is_refused_line_by_line(doc, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("doc")
+    (folder / "models").symlink_to(REPO / "tests" / "models", target_is_directory=True)
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    _loads_or_refuses(path)
+
+
+MUTATIONS = ("insert", "delete", "duplicate-line", "swap-lines", "replace-scalar")
+REPLACEMENTS = [b".nan", b".inf", b"-1", b"true", b"1e400", b"99999999999999999999999", b"~",
+                b"[", b"{a: 1, a: 2}", b"*nope", b"\xff", b"\x1b[31m", b"'" * 3, b"\t"]
+
+
+@pytest.fixture(scope="module")
+def manifest_copies(tmp_path_factory):
+    """The repository's manifests and their model files, in a folder the test may write to."""
+    folder = tmp_path_factory.mktemp("manifests")
+    shutil.copytree(MANIFESTS / "models", folder / "models")
+    for source in ("pathological.yaml", "gpu.yaml", "smoke.yaml"):
+        load_manifest(MANIFESTS / source)      # families list their models once per process
+    return folder
+
+
+@pytest.mark.property
+@settings(max_examples=examples(120), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_real_manifests_load_or_are_refused(data, manifest_copies):
+    source = data.draw(st.sampled_from(["pathological.yaml", "gpu.yaml", "smoke.yaml"]))
+    text = bytearray((MANIFESTS / source).read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(MUTATIONS))
+        lines = bytes(text).split(b"\n")
+        if kind == "insert":
+            at = data.draw(st.integers(0, len(text)))
+            text[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            at = data.draw(st.integers(0, max(0, len(text) - 1)))
+            del text[at:at + data.draw(st.integers(1, 40))]
+        elif kind == "duplicate-line":
+            i = data.draw(st.integers(0, len(lines) - 1))
+            text = bytearray(b"\n".join(lines[:i + 1] + [lines[i]] + lines[i + 1:]))
+        elif kind == "swap-lines":
+            i, j = data.draw(st.integers(0, len(lines) - 1)), data.draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+            text = bytearray(b"\n".join(lines))
+        else:
+            spans = [m.span() for m in __import__("re").finditer(rb"(?<=: )[\w.\-/]+", bytes(text))]
+            if spans:
+                a, b = data.draw(st.sampled_from(spans))
+                text[a:b] = data.draw(st.sampled_from(REPLACEMENTS))
+    path = manifest_copies / f"mutated-{source}"
+    path.write_bytes(bytes(text))
+    tracemalloc.start()
+    try:
+        _loads_or_refuses(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 << 20
+
+
+def test_the_number_checks_refuse_what_yaml_calls_numbers():
+    from exporter.manifest import _is_number
+    assert _is_number(3) and _is_number(0.5)
+    assert not any(_is_number(v) for v in (True, math.nan, math.inf, -math.inf, "3", None))
