@@ -8,8 +8,7 @@ from typing import Any
 
 from exporter.errors import JobOutcome, UsageError
 from exporter.manifest import load_manifest
-from orchestrator.cli.runref import valid_run_id
-from orchestrator.results.layout import new_run_id
+from orchestrator.results.layout import check_run_id, new_run_id
 
 DEFAULT_CLUSTER_OUT = "/tmp/exportsweep/results"
 
@@ -25,8 +24,7 @@ def cmd_submit(args: argparse.Namespace, run_parser: argparse.ArgumentParser) ->
     manifest = load_manifest(args.manifest)      # bad manifests stop here, not on the cluster
     jobs.check_shippable(manifest, args.working_dir)
     run_id = args.resume or args.run_id or args.submission_id or new_run_id()
-    if not valid_run_id(run_id):
-        raise UsageError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    check_run_id(run_id, "--resume" if args.resume else "run id")
     sub = jobs.Submission(address=address, manifest=args.manifest, run_id=run_id, out=args.out,
                           resume=bool(args.resume), run_args=tuple(extra),
                           working_dir=args.working_dir, submission_id=args.submission_id,

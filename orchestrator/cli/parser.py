@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import NoReturn
 
 from exporter.spec import MODES
 from orchestrator.cli import jobs, results, sweep
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (the usage block buries it) pointing at --help.
+    Options must be spelled out: an abbreviation accepted today would change meaning when an
+    option starting the same way is added (and ``submit`` forwards options verbatim)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="exportsweep",
         description="Sweep a PyTorch model zoo through torch.export and classify every failure.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -27,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only entries whose name matches (repeatable)")
     run.add_argument("--resume", metavar="RUN_ID",
                      help="finish an interrupted run: run only its missing (entry, mode) pairs")
+    run.add_argument("--force", action="store_true",
+                     help="with --resume: resume although the manifest or the options select "
+                          "other pairs than the run did (recorded in the run's history)")
     run.add_argument("--compact", action="store_true",
                      help="when the run finishes, merge its files into one (exportsweep compact)")
     run.add_argument("--flush-interval", type=_non_negative_float, metavar="S",

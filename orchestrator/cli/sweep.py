@@ -9,11 +9,11 @@ from exporter.errors import GateTripped, UsageError
 from exporter.manifest import entry_table, load_manifest
 from exporter.spec import PipelineOptions
 from exporter.status import FAILED_UNEXPECTEDLY
-from orchestrator.cli.runref import require_run, run_exists, valid_run_id
 from orchestrator.execute import logs
 from orchestrator.execute.config import RayConfig, SweepConfig
 from orchestrator.execute.scheduling import RecyclePolicy, RetryPolicy
-from orchestrator.results.layout import new_run_id
+from orchestrator.results.layout import check_run_id, new_run_id
+from orchestrator.results.runs import run_exists
 from orchestrator.results.sink import log_path
 
 
@@ -25,33 +25,32 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
 
 def cmd_run(args: argparse.Namespace) -> None:
     # Imported here: `exportsweep validate` and `--help` need not pay for the executors.
-    from orchestrator.execute.sweep import run_sweep
+    from orchestrator.execute.sweep import open_run, run_sweep
 
     manifest = load_manifest(args.manifest)
     if args.only and not manifest.select(args.only):
         raise UsageError(f"--only {' '.join(args.only)} matches no entry of {args.manifest}")
     if args.resume and args.run_id and args.resume != args.run_id:
         raise UsageError("--resume RUN_ID already names the run: drop --run-id")
+    if args.force and not args.resume:
+        raise UsageError("--force goes with --resume: it resumes a run with another selection")
     run_id = args.resume or args.run_id or new_run_id()
-    if not valid_run_id(run_id):
-        raise UsageError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
-    if args.resume:
-        require_run(args.out, run_id, "--resume: ")
-    elif args.run_id and run_exists(args.out, run_id):
-        raise UsageError(f"--run-id {run_id}: that run already exists in {args.out}; "
-                         f"`--resume {run_id}` finishes it, or choose another id")
-    logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
+    check_run_id(run_id, "--resume" if args.resume else "--run-id")
+    if args.resume and not run_exists(args.out, run_id):
+        raise UsageError(f"--resume: no run {run_id!r} in {args.out}")
     config = SweepConfig(out=args.out, run_id=run_id, pipeline=pipeline_options(args),
                          only=tuple(args.only), modes=tuple(args.modes) if args.modes else None,
                          resume=bool(args.resume), flush_interval_s=args.flush_interval,
-                         compact=args.compact)
+                         compact=args.compact, force=args.force, timeout_s=args.timeout)
+    meta = open_run(manifest, config)          # claims the id before anything is written
+    logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
     ray_config = None if args.in_process else RayConfig(
         address=args.address, cpu_workers=args.cpu_workers, gpu_workers=args.gpu_workers,
         cpus_per_worker=args.cpus_per_worker, timeout_s=args.timeout,
         retry=RetryPolicy(args.max_attempts),
         recycle=RecyclePolicy(args.recycle_after, args.max_worker_rss_mb),
         start_timeout_s=args.worker_start_timeout)
-    run_sweep(manifest, config, ray_config)
+    run_sweep(manifest, config, ray_config, meta=meta)
 
 
 def cmd_validate(args: argparse.Namespace) -> None:

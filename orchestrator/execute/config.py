@@ -22,6 +22,8 @@ class SweepConfig:
     resume: bool = False                     # run only the (entry, mode) pairs still missing
     flush_interval_s: float | None = None    # None: per entry locally, 10 s on object stores
     compact: bool = False                    # merge the run's files into one at the end
+    force: bool = False                      # resume even with another selection (recorded)
+    timeout_s: float | None = None           # --timeout: overrides every entry's (a selection)
     command_line: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
 
 

@@ -21,6 +21,7 @@ import structlog
 import torch
 
 import exporter
+from exporter.errors import UsageError
 from exporter.freshload import FreshLoader
 from exporter.manifest import Manifest
 from exporter.schema import RowContext
@@ -29,20 +30,78 @@ from orchestrator.execute import console, logs
 from orchestrator.execute.config import RayConfig, SweepConfig
 from orchestrator.execute.entry import run_one
 from orchestrator.execute.scheduling import WorkItem, pending_items
+from orchestrator.results.claim import claim_run, check_out
 from orchestrator.results.clusters import cluster_rows, write_clusters
 from orchestrator.results.compact import CompactError, compact_run
 from orchestrator.results.layout import RunMeta
-from orchestrator.results.runs import final_pairs, read_run
+from orchestrator.results.runs import final_pairs, read_meta, read_run
 from orchestrator.results.sink import ResultSink
 
 
+def open_run(manifest: Manifest, config: SweepConfig) -> RunMeta:
+    """Claim a new run, or check that a resume selects what the run selected; returns the
+    run's record with this execution appended to its history (not yet written).
+
+    A new run's id is claimed atomically (a second run with the id gets a UsageError). A
+    resume whose manifest or options would select other pairs is refused unless ``force``,
+    which is recorded: a run never silently shrinks or changes meaning."""
+    selection = selection_of(manifest, config)
+    attempt = {"started_at": _iso(time.time()), "command_line": list(config.command_line),
+               "host": platform.node()}
+    if not config.resume:
+        claim_run(config.out, config.run_id)
+        meta = run_metadata(manifest, config, manifest.select(list(config.only)), time.time())
+        meta.selection = selection
+        meta.history = [attempt]
+        return meta
+    check_out(config.out)
+    meta, problems = read_meta(config.out, config.run_id)
+    if meta is None:
+        if not config.force:
+            raise UsageError(f"--resume {config.run_id}: {problems[0] if problems else 'no record'}"
+                             f"; what the run selected is unknown (--force resumes it with "
+                             f"this command's selection)")
+        meta = run_metadata(manifest, config, manifest.select(list(config.only)), time.time())
+        attempt["forced"] = ["the run had no readable record"]
+    else:
+        changed = [f"{k}: {_show(meta.selection.get(k))} -> {_show(v)}"
+                   for k, v in selection.items() if meta.selection.get(k) != v]
+        if changed and not config.force:
+            raise UsageError(f"--resume {config.run_id}: this command selects other pairs than "
+                             f"the run did ({'; '.join(changed)}); resume with the run's own "
+                             f"manifest and options, or add --force (recorded in the run)")
+        if changed:
+            attempt["forced"] = changed
+    meta.selection = selection
+    meta.history.append(attempt)
+    meta.finished_at = None
+    return meta
+
+
+def selection_of(manifest: Manifest, config: SweepConfig) -> dict[str, Any]:
+    """What decides a run's (entry, mode) pairs and their verdicts."""
+    return {"manifest_sha256": manifest_hash(manifest), "only": sorted(config.only),
+            "modes": sorted(config.modes) if config.modes else None,
+            "pipeline": {"draft_export": config.pipeline.draft_export,
+                         "aoti": config.pipeline.aoti},
+            "timeout_s": config.timeout_s}
+
+
+def _show(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 20 else text[:19] + "…"
+
+
 def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | None = None,
-              *, out: TextIO = sys.stdout) -> RunMeta:
+              *, out: TextIO = sys.stdout, meta: RunMeta | None = None) -> RunMeta:
     """Run (or resume) a sweep on Ray, or in this process when ``ray_config`` is None.
 
-    Rows are written as each entry finishes; ``_run.json`` records the run. Returns that
-    record. Model failures never raise; orchestrator failures raise OrchestratorError.
+    ``meta``: the record :func:`open_run` returned (the CLI opens the run before it starts
+    logging into the run's folder); opened here when not given. Rows are written as each
+    entry finishes; ``_run.json`` records the run. Returns that record. Model failures never
+    raise; orchestrator failures raise OrchestratorError, bad input UsageError.
     """
+    meta = open_run(manifest, config) if meta is None else meta
     entries = manifest.select(list(config.only))
     sink = ResultSink(config.out, config.run_id, config.flush_interval_s)
     if not structlog.is_configured():       # called as a library, not through the CLI
@@ -51,11 +110,11 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
     done = final_pairs(config.out, config.run_id) if config.resume else set()
     items = pending_items(entries, done, config.modes)
     started = time.time()
-    meta = run_metadata(manifest, config, entries, started)
-    meta.executor = "in-process" if ray_config is None else "ray"
+    attempt = meta.history[-1]
+    meta.executor = attempt["executor"] = "in-process" if ray_config is None else "ray"
     meta.expected_pairs = len(done) + sum(len(i.modes) for i in items)
     if config.resume:
-        meta.resumed_from_rows = len(done)
+        meta.resumed_from_rows = attempt["resumed_from_rows"] = len(done)
     sink.write_meta(meta)
     logger.info("sweep started", entries=len(items), already_done=len(done), out=sink.dir,
                 executor=meta.executor)
@@ -66,13 +125,16 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
         else:
             # Imported here: an in-process sweep never needs Ray, nor pays for importing it.
             from orchestrator.execute.ray.cluster import run_on_ray
-            meta.cluster = run_on_ray(items, manifest, config, ray_config, sink,
-                                      progress.rows_done)
+            meta.cluster = attempt["cluster"] = run_on_ray(items, manifest, config, ray_config,
+                                                           sink, progress.rows_done)
     finally:
         sink.flush()          # rows gathered for an object store: never lost on the way out
     progress.close()
     finished = time.time()
-    meta.finished_at, meta.wall_s = _iso(finished), round(finished - started, 2)
+    attempt.update(finished_at=_iso(finished), wall_s=round(finished - started, 2))
+    meta.finished_at = _iso(finished)
+    # A resumed run's wall time is that of all its executions.
+    meta.wall_s = round(sum(a.get("wall_s") or 0.0 for a in meta.history), 2)
     written = read_run(config.out, config.run_id, meta)
     final = written.final_rows
     found = cluster_rows(final)

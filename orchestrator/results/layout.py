@@ -101,7 +101,7 @@ def clusters_file(run_id: str) -> tuple[str, str, str]:
 
 # -- the run record ----------------------------------------------------------------------------
 
-RUN_META_VERSION = 1
+RUN_META_VERSION = 2          # 2: selection and history
 
 
 @dataclass
@@ -110,6 +110,9 @@ class RunMeta:
 
     Written when the run starts and again when it ends (then with ``finished_at``, the
     counts and the file list that lets readers tell a complete run from a damaged one).
+    What a run selected (``selection``) is fixed when it is created; each execution, the
+    first and every ``--resume``, is appended to ``history`` and never rewrites the first
+    one's provenance (``started_at``, ``command_line``, ``manifest_sha256``).
     Keys this version does not know (a newer writer's) are kept in ``extra`` and written
     back unchanged.
     """
@@ -136,6 +139,8 @@ class RunMeta:
     parts: dict[str, int] | None = None    # rows files of a finished run -> their row counts
     clusters: int | None = None
     compacted: dict[str, int] | None = None
+    selection: dict[str, Any] = field(default_factory=dict)   # what decides the run's pairs
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per execution
     meta_version: int = RUN_META_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -182,7 +187,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "expected_pairs": _INT, "resumed_from_rows": _INT, "cluster": ((dict,), "a mapping"),
     "wall_s": ((int, float), "a number"), "counts": ((dict,), "a mapping"), "rows": _INT,
     "parts": ((dict,), "a mapping"), "clusters": _INT, "compacted": ((dict,), "a mapping"),
-    "meta_version": _INT,
+    "selection": ((dict,), "a mapping"), "history": ((list,), "a list"), "meta_version": _INT,
 }
 
 

@@ -125,7 +125,7 @@ class Supervisor:
                 if ref in self.inflight:
                     self._finish(ref, queue)
                 else:
-                    self._worker_ready(ref)
+                    self._worker_ready(ref, queue)
             self._expire(queue)
             self._judge_suspects(queue)
             self._give_up_unstartable(queue)
@@ -152,11 +152,22 @@ class Supervisor:
         soonest = min(f.deadline for f in self.inflight.values()) - time.monotonic()
         return max(0.05, min(1.0, soonest))
 
-    def _worker_ready(self, ref: Any) -> None:
+    def _worker_ready(self, ref: Any, queue: WorkQueue) -> None:
         slot = next(s for s in self.slots if s.ready_ref == ref)
         try:
             info = ray.get(ref)
-        except Exception as exc:  # noqa: BLE001
+        except ActorDiedError as exc:
+            # Its node went away while it started (or it could not start there): give it up;
+            # work only its pool could run becomes SKIP rows. When no worker is left at all,
+            # nothing can run: that is the orchestrator's failure.
+            log.warning("worker failed to start", worker=slot.worker_id, error=str(exc)[:500])
+            self.slots.remove(slot)
+            if not self.slots:
+                raise OrchestratorError(f"worker {slot.worker_id} failed to start and none is "
+                                        f"left: {exc}") from exc
+            self._skip_unrunnable(queue)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. the setup hook is broken: every worker
             log.warning("worker failed to start", worker=slot.worker_id, error=str(exc)[:500])
             raise OrchestratorError(f"worker {slot.worker_id} failed to start: {exc}") from exc
         slot.ready_ref, slot.node_id = None, info["node_id"]
