@@ -1,39 +1,58 @@
-"""``exportsweep compact``: merge a finished run's small Parquet files into one.
+"""``exportsweep compact``: merge a finished run's small Parquet files into one, crash-safely.
 
-A sweep writes one small file per finished entry (crash safety); thousands of them slow
-every reader down.  Compaction, for one finished run only:
+A sweep writes one small file per finished entry (crash safety); thousands of them slow every
+reader down.  Compaction refuses a run that is not finished or whose files are damaged, writes
+every row, unchanged and in file order, to one new file, reads it back and compares the
+multiset of row hashes with the originals, and only then replaces the originals.
 
-1. refuses a run that is not finished or whose files are damaged (nothing to lose twice);
-2. writes all rows, unchanged and in file order, to one new file whose Parquet metadata
-   names the files it replaces (``exportsweep.replaces``), published atomically;
-3. reads that file back and compares the multiset of row hashes with the originals; on any
-   difference it deletes its own file and stops, leaving the run as it was;
-4. rewrites ``_run.json``'s file list, then deletes the replaced files.
+The replacement is what must survive a kill at any instant, for exportsweep's readers and for
+plain glob readers (DuckDB over ``DIR/*/*.parquet``, pyarrow datasets) alike:
 
-Between steps 2 and 4 both the old files and the new one exist: exportsweep's readers skip
-replaced files, so they never see a row twice; a plain glob reader (DuckDB over
-``*/*.parquet``) could, for the milliseconds between the publish and the deletes.  Other
-runs in the same folder are never touched, so sweeps writing their own runs meanwhile are
-safe.  On a local disk a lock file keeps two compactions of one run apart.
+- **Local disks: one atomic exchange.**  The new file and the new ``_run.json`` are staged in
+  ``DIR/_compacting/<run>-<uuid>/`` (files there lie one level too deep for ``*/*.parquet``
+  and under ``_``, which dataset readers skip), then ``renameat2(RENAME_EXCHANGE)`` swaps the
+  staged folder and the run's folder in one step: every reader sees either the original
+  files or the merged one, never both, never neither.  The old folder (now the staging path)
+  gives its ``_logs`` back and is deleted.  A kill before the exchange leaves the run as it
+  was; after it, the run is compacted and only the clean-up is left.  The next ``compact``
+  (of any run) finishes or discards what a killed one left: the run's ``_run.json`` says
+  which staging folder it came from.
+- **Object stores (and filesystems without RENAME_EXCHANGE): replace by metadata.**  The
+  merged file names the files it replaces in its Parquet metadata; exportsweep's readers skip
+  replaced files, so they never count a row twice.  Between the publish and the deletes
+  (and after a kill there, until the next ``compact`` deletes the leftovers) a plain glob
+  reader can see both; docs/reliability.md says so.
+
+Other runs in the same folder are never touched.  A ``flock`` on
+``DIR/_compacting/<run>.lock`` keeps two compactions of one run apart; the kernel drops it
+when its holder dies, so a killed compaction never blocks the next.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import posixpath
+import shutil
+import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 
 from exporter.errors import ExportsweepError
 from orchestrator.results import storage
-from orchestrator.results.layout import (COMPACT_LOCK, REPLACES_KEY, RUN_META, compacted_name,
-                                         run_dir_name)
+from orchestrator.results.layout import (REPLACES_KEY, RUN_META, RunMeta, compacted_name,
+                                         is_rows_file, run_dir_name)
 from orchestrator.results.runs import read_meta, scan_run
+
+STAGING_DIR = "_compacting"
 
 
 class CompactError(ExportsweepError):
@@ -48,19 +67,27 @@ class CompactResult:
     output: str | None          # the new file's name; None when there was nothing to do
     bytes_before: int
     bytes_after: int
+    recovered: int = 0          # leftovers of a killed compaction finished or discarded
 
     def summary(self) -> str:
+        fixed = f" (finished {self.recovered} interrupted step(s) first)" if self.recovered \
+            else ""
         if self.output is None:
-            return f"run {self.run_id}: already one file ({self.rows} rows), nothing to do"
+            return f"run {self.run_id}: already one file ({self.rows} rows), nothing to do{fixed}"
         return (f"run {self.run_id}: {self.files_before} files -> 1 ({self.output}), "
                 f"{self.rows} rows unchanged (row hashes match), "
-                f"{self.bytes_before / 1024:.0f} KiB -> {self.bytes_after / 1024:.0f} KiB")
+                f"{self.bytes_before / 1024:.0f} KiB -> {self.bytes_after / 1024:.0f} KiB{fixed}")
 
 
-def compact_run(out: str, run_id: str) -> CompactResult:
+def compact_run(out: str, run_id: str,
+                on_step: Callable[[str], None] | None = None) -> CompactResult:
+    """Compact one finished run.  ``on_step(name)`` is called after each step that changes
+    the folder (tests kill the compaction there)."""
+    step = on_step or (lambda name: None)
     loc = storage.location(out)
     folder = loc.path(run_dir_name(run_id))
-    with _lock(loc, folder, run_id):
+    with _lock(loc, run_id):
+        recovered = _recover(loc, run_id, step)
         meta, _ = read_meta(out, run_id)
         if meta is None or not meta.finished_at:
             raise CompactError(f"run {run_id}: not finished (still running, or interrupted: "
@@ -71,25 +98,120 @@ def compact_run(out: str, run_id: str) -> CompactResult:
                                + "; ".join(files.problems))
         names = sorted(files.parts)
         if len(names) <= 1:
-            return CompactResult(run_id, len(names), sum(files.parts.values()),
-                                 None, 0, 0)
+            return CompactResult(run_id, len(names), sum(files.parts.values()), None, 0, 0,
+                                 recovered)
         sizes = sum(files.sizes.values())
-        merged = pa.concat_tables([tables[n] for n in names], promote_options="default")
+        merged = pa.concat_tables([tables[n] for n in names])
         before = Counter(row_hashes(merged))
         output = compacted_name()
-        target = posixpath.join(folder, output)
-        size = storage.publish_table(loc, target, merged,
-                                     metadata={REPLACES_KEY: json.dumps(names)})
-        if Counter(row_hashes(storage.open_parquet(loc, target).read())) != before:
-            storage.delete(loc, target)
-            raise CompactError(f"run {run_id}: the merged file's rows differ from the "
-                               f"originals; nothing was changed")
         meta.parts = {output: merged.num_rows}
-        meta.compacted = {"files": len(names), "bytes_before": sizes, "bytes_after": size}
-        storage.publish_bytes(loc, posixpath.join(folder, RUN_META), meta.dumps().encode())
-        for name in names:
-            storage.delete(loc, posixpath.join(folder, name))
-        return CompactResult(run_id, len(names), merged.num_rows, output, sizes, size)
+        if loc.local and _exchange_supported(loc.root):
+            size = _compact_by_exchange(loc, run_id, folder, merged, before, output, names,
+                                        sizes, meta, step)
+        else:
+            size = _compact_by_metadata(loc, folder, merged, before, output, names, sizes, meta,
+                                        step)
+        return CompactResult(run_id, len(names), merged.num_rows, output, sizes, size,
+                             recovered)
+
+
+def _compact_by_exchange(loc: storage.Location, run_id: str, folder: str, merged: pa.Table,
+                         before: Counter[str], output: str, names: list[str], sizes: int,
+                         meta: RunMeta, step: Callable[[str], None]) -> int:
+    stage_name = f"{run_id}-{uuid.uuid4().hex[:8]}"
+    stage = loc.path(STAGING_DIR, stage_name)
+    os.makedirs(stage)
+    size = storage.publish_table(loc, posixpath.join(stage, output), merged,
+                                 metadata={REPLACES_KEY: json.dumps(names)})
+    _verify(loc, posixpath.join(stage, output), before, run_id)
+    meta.compacted = {"files": len(names), "bytes_before": sizes, "bytes_after": size,
+                      "staging": stage_name}
+    storage.publish_bytes(loc, posixpath.join(stage, RUN_META), meta.dumps().encode())
+    step("staged")
+    _rename_exchange(stage, folder)            # the one instant readers switch over
+    step("exchanged")
+    _finish_exchange(loc, folder, stage, step)
+    return size
+
+
+def _finish_exchange(loc: storage.Location, folder: str, old: str,
+                     step: Callable[[str], None]) -> None:
+    """After the exchange ``old`` holds the original folder: give back what is not rows nor
+    the old record (``_logs`` and anything else someone keeps there), then delete it."""
+    for name in sorted(os.listdir(old)):
+        if is_rows_file(name) or name == RUN_META or name.startswith("."):
+            continue
+        if not os.path.exists(os.path.join(folder, name)):
+            os.rename(os.path.join(old, name), os.path.join(folder, name))
+            step(f"moved back {name}")
+    shutil.rmtree(old)
+    step("cleaned")
+
+
+def _compact_by_metadata(loc: storage.Location, folder: str, merged: pa.Table,
+                         before: Counter[str], output: str, names: list[str], sizes: int,
+                         meta: RunMeta, step: Callable[[str], None]) -> int:
+    target = posixpath.join(folder, output)
+    size = storage.publish_table(loc, target, merged, metadata={REPLACES_KEY: json.dumps(names)})
+    try:
+        _verify(loc, target, before, meta.run_id)
+    except CompactError:
+        storage.delete(loc, target)
+        raise
+    step("published")
+    meta.compacted = {"files": len(names), "bytes_before": sizes, "bytes_after": size}
+    storage.publish_bytes(loc, posixpath.join(folder, RUN_META), meta.dumps().encode())
+    step("recorded")
+    for name in names:
+        storage.delete(loc, posixpath.join(folder, name))
+    step("cleaned")
+    return size
+
+
+def _recover(loc: storage.Location, run_id: str, step: Callable[[str], None]) -> int:
+    """Finish or discard what a killed compaction of ``run_id`` left; returns how many
+    leftovers it dealt with."""
+    fixed = 0
+    folder = loc.path(run_dir_name(run_id))
+    # Exchange protocol: staging folders of this run.
+    if loc.local:
+        staging_root = loc.path(STAGING_DIR)
+        meta, _ = read_meta(loc.uri, run_id)
+        current = (meta.compacted or {}).get("staging") if meta else None
+        for name in sorted(os.listdir(staging_root)) if os.path.isdir(staging_root) else []:
+            path = os.path.join(staging_root, name)
+            if not os.path.isdir(path) or not name.startswith(f"{run_id}-"):
+                continue
+            if name == current:          # exchanged: it holds the original folder
+                _finish_exchange(loc, folder, path, step)
+            else:                        # never exchanged: a staged copy nobody reads
+                shutil.rmtree(path)
+            fixed += 1
+    # Metadata protocol: originals a published compacted file replaces.
+    present = {info.base_name for info in storage.listing(loc, folder)}
+    for name in sorted(_replaced(loc, folder, present) & present):
+        storage.delete(loc, posixpath.join(folder, name))
+        fixed += 1
+    return fixed
+
+
+def _replaced(loc: storage.Location, folder: str, present: set[str]) -> set[str]:
+    out: set[str] = set()
+    for name in present:
+        if name.startswith("part-compacted-") and name.endswith(".parquet"):
+            try:
+                pf = storage.open_parquet(loc, posixpath.join(folder, name))
+            except (pa.ArrowException, OSError):
+                continue
+            raw = (pf.schema_arrow.metadata or {}).get(REPLACES_KEY.encode())
+            out.update(json.loads(raw) if raw else [])
+    return out
+
+
+def _verify(loc: storage.Location, path: str, before: Counter[str], run_id: str) -> None:
+    if Counter(row_hashes(storage.open_parquet(loc, path).read())) != before:
+        raise CompactError(f"run {run_id}: the merged file's rows differ from the originals; "
+                           f"nothing was changed")
 
 
 def row_hashes(table: pa.Table) -> list[str]:
@@ -102,28 +224,63 @@ def _typed(value: Any) -> str:
     return f"{type(value).__name__}:{value!r}"
 
 
-class _lock:
-    """An exclusive lock file in the run's folder (local disks; object stores lack an atomic
-    create-if-absent in pyarrow, so there one compaction per run at a time is the rule)."""
+# -- the atomic exchange -----------------------------------------------------------------------
 
-    def __init__(self, loc: storage.Location, folder: str, run_id: str) -> None:
-        self.path = os.path.join(folder, COMPACT_LOCK) if loc.local else None
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _renameat2() -> Any:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    return getattr(libc, "renameat2", None)
+
+
+def _rename_exchange(a: str, b: str) -> None:
+    fn = _renameat2()
+    if fn is None or fn(_AT_FDCWD, a.encode(), _AT_FDCWD, b.encode(), _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno() if fn is not None else errno.ENOSYS
+        raise OSError(err, f"renameat2(RENAME_EXCHANGE) failed: {os.strerror(err)}", a)
+
+
+def _exchange_supported(root: str) -> bool:
+    """Whether this filesystem swaps two folders atomically (Linux ext4, xfs, btrfs, tmpfs)."""
+    probe = os.path.join(root, STAGING_DIR, f".probe-{uuid.uuid4().hex[:8]}")
+    a, b = probe + "-a", probe + "-b"
+    try:
+        os.makedirs(a)
+        os.makedirs(b)
+        _rename_exchange(a, b)
+        return True
+    except OSError:
+        return False
+    finally:
+        for path in (a, b):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class _lock:
+    """An exclusive ``flock`` on ``DIR/_compacting/<run>.lock`` (local disks; on object stores
+    one compaction per run at a time is the operator's rule).  The kernel releases it when the
+    holder dies, so a killed compaction never blocks the next one."""
+
+    def __init__(self, loc: storage.Location, run_id: str) -> None:
+        self.path = os.path.join(loc.path(STAGING_DIR), f"{run_id}.lock") if loc.local else None
         self.run_id = run_id
+        self.fd: int | None = None
 
     def __enter__(self) -> "_lock":
         if self.path:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                raise CompactError(f"run {self.run_id}: another compaction holds "
-                                   f"{self.path} (remove it if no compaction is running)") \
-                    from None
-            except FileNotFoundError:
-                raise CompactError(f"run {self.run_id}: no such run folder") from None
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self.fd)
+                self.fd = None
+                raise CompactError(f"run {self.run_id}: another compaction of this run is "
+                                   f"running (it holds {self.path})") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.path:
-            os.unlink(self.path)
+        if self.fd is not None:
+            os.close(self.fd)       # releases the flock; the file stays, empty and harmless

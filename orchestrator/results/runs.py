@@ -162,6 +162,7 @@ def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
     footers: dict[str, int] = {}
     tables: dict[str, pa.Table] = {}
     replaced: set[str] = set()
+    replacers: set[str] = set()          # compacted files (they name what they replace)
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(names)))) as pool:
         futures = {pool.submit(open_one, n): n for n in names}
         for future in futures:
@@ -177,6 +178,8 @@ def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
                 continue
             footers[name] = rows
             replaced.update(replaces)
+            if replaces:
+                replacers.add(name)
             if table is not None:
                 tables[name] = table
     found.parts = {n: rows for n, rows in footers.items() if n not in replaced}
@@ -191,7 +194,7 @@ def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
             elif name in footers and footers[name] != rows:
                 found.problems.append(f"{name}: holds {footers[name]} rows, {RUN_META} "
                                       f"says {rows}")
-        for name in sorted(set(found.parts) - set(listed)):
+        for name in sorted(set(found.parts) - set(listed) - replacers):
             found.problems.append(f"{name}: not listed in {RUN_META} (written after the run "
                                   f"finished, or copied in); its rows are counted")
     return found, {n: t for n, t in tables.items() if n in found.parts}
