@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import os
 import signal
 import tempfile
@@ -29,7 +30,7 @@ from exporter.freshload import (FreshLoader, LoadRequest, LoadResult, check_in_p
 from exporter.loader import Case, build_case
 from exporter.record import Record, new_record
 from exporter.spec import Entry, PipelineOptions
-from exporter.taxonomy import Failure, classify_exception
+from exporter.taxonomy import CATEGORY_BY_NAME, INFRA_ERROR, Failure, classify_exception
 
 log = structlog.get_logger("exportsweep.pipeline")
 
@@ -230,7 +231,7 @@ def _run_mode(run: ModeRun, logger: Any) -> None:
         except StageFailed as exc:
             record.fail(exc.failure)
         except Exception as exc:  # noqa: BLE001 - every model failure becomes a row
-            record.fail(classify_exception(exc, name))
+            record.fail(_blame_the_disk(classify_exception(exc, name), shared))
             if name == "export" and shared.options.draft_export and shared.case is not None:
                 draft.enrich(record, lambda: (shared.fresh_model(), *shared.fresh_inputs()),
                              shared.case.dynamic_shapes, run.strict)
@@ -320,6 +321,7 @@ def stage_decompose(run: ModeRun) -> None:
 
 def stage_serialize(run: ModeRun) -> None:
     path = os.path.join(run.shared.workdir, f"{run.record.mode}.pt2")
+    _ensure_space(run.shared.workdir, _program_bytes(run.ep) + (4 << 20))
     torch.export.save(run.ep, path)
     _publish_artifact(run, path)
     own_module = run.shared.entry.entrypoint.split(":")[0]
@@ -333,6 +335,7 @@ def stage_aoti(run: ModeRun) -> None:
     if not run.shared.options.aoti:
         raise StageSkipped("AOTInductor is opt-in (--aoti)")
     path = os.path.join(run.shared.workdir, f"{run.record.mode}-aoti.pt2")
+    _ensure_space(run.shared.workdir, _program_bytes(run.ep) + (64 << 20))
     torch._inductor.aoti_compile_and_package(copy.deepcopy(run.ep), package_path=path)
     _check_fresh(run, LoadRequest("aoti", path, _data_file(run), *_tol(run),
                                   device=run.shared.device))
@@ -434,6 +437,66 @@ def _publish_artifact(run: ModeRun, path: str) -> None:
             shutil.copyfile(path, target + ".tmp")
             os.replace(target + ".tmp", target)
         run.record.artifact_path = os.path.abspath(target)
+
+
+# Stages that write files exportsweep chose the place of (the entry's working folder, the
+# artifacts folder).
+FILE_STAGES = ("serialize", "aoti")
+PROBE_BYTES = 256 << 10
+
+
+def _blame_the_disk(failure: Failure, shared: Shared) -> Failure:
+    """A file stage that failed for the model's category gets a second look at the disk:
+    torch's archive writer reports a full disk as 'unexpected pos' without an errno, and a
+    deleted temporary folder as whatever it tripped on next.  If the folders cannot take a
+    small file now, the machine is at fault, not the model."""
+    if failure.stage not in FILE_STAGES or CATEGORY_BY_NAME[failure.category].infra:
+        return failure
+    for folder in (shared.workdir, shared.options.artifacts_dir):
+        trouble = _cannot_write(folder) if folder else None
+        if trouble:
+            return Failure.make(INFRA_ERROR, failure.stage, f"{trouble} (the {failure.stage} "
+                                f"stage failed with: {failure.message[:500]})",
+                                exception_type=failure.exception_type, error_code=trouble.split(
+                                    ":", 1)[0], traceback=failure.traceback)
+    return failure
+
+
+def _program_bytes(ep: Any) -> int:
+    """What a program's weights take on disk, about: its state dict and constants."""
+    tensors = [*ep.state_dict.values(), *getattr(ep, "constants", {}).values()]
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _ensure_space(folder: str, need: int) -> None:
+    """Refuse to write a program where it cannot fit: torch's archive writer does not report
+    a full disk, it aborts the whole process (a C++ exception thrown while unwinding)."""
+    stats = os.statvfs(folder)
+    free = stats.f_bavail * stats.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{folder} has {free:,} bytes free; the program needs about "
+                                    f"{need:,}", folder)
+
+
+def _cannot_write(folder: str) -> str | None:
+    """Why ``folder`` cannot take a small file now (None: it can)."""
+    if not os.path.isdir(folder):
+        return f"ENOENT: the folder {folder} is gone"
+    probe = os.path.join(folder, f".exportsweep-probe-{os.getpid()}")
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0" * PROBE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"{errno.errorcode.get(exc.errno or 0, 'OSError')}: {folder} cannot take a " \
+               f"file ({exc.strerror})"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    return None
 
 
 def _device(entry: Entry, options: PipelineOptions) -> str | None:

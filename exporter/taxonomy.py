@@ -11,6 +11,7 @@ matched only where torch offers nothing better, and each such rule says so.
 
 from __future__ import annotations
 
+import errno
 import re
 import traceback
 from dataclasses import dataclass
@@ -289,6 +290,29 @@ def _graph_break(chain: _Chain) -> str | None:
     return None
 
 
+# The operating system failing around a model is never the model's fault.  A full or
+# read-only disk, or no file handles left, can strike any stage; permissions and a missing
+# file only count where exportsweep itself writes files (a model's own code may well open a
+# missing file).
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE}
+_FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EFBIG}
+
+
+def _os_errno(chain: _Chain, errnos: set[int]) -> str | None:
+    for e in chain.excs:
+        if isinstance(e, OSError) and e.errno in errnos:
+            return errno.errorcode.get(e.errno, str(e.errno))
+    return None
+
+
+def _disk_fault(chain: _Chain) -> str | None:
+    return _os_errno(chain, _DISK_ERRNOS)
+
+
+def _file_fault(chain: _Chain) -> str | None:
+    return _os_errno(chain, _DISK_ERRNOS | _FILE_ERRNOS)
+
+
 @dataclass(frozen=True)
 class Rule:
     category: str
@@ -300,6 +324,13 @@ class Rule:
 # Ordered: the first rule that matches wins.  More specific causes come before the
 # catch-all Dynamo graph break, because Dynamo wraps many of them in Unsupported.
 RULES: tuple[Rule, ...] = (
+    Rule(INFRA_ERROR, STAGES, _disk_fault,
+         "an OSError with errno ENOSPC, EDQUOT, EROFS, EIO, EMFILE or ENFILE anywhere in the "
+         "chain: the machine, not the model (error_code is the errno's name)"),
+    Rule(INFRA_ERROR, ("serialize", "aoti"), _file_fault,
+         "in the stages where exportsweep writes files: also EACCES, EPERM, ENOENT, ENOTDIR, "
+         "EFBIG (a temporary folder gone, an unwritable artifacts folder); torch's own writer "
+         "reports a full disk without an errno, so the pipeline then probes the folder itself"),
     Rule("UNSUPPORTED_TYPE", ("export",), _unsupported_type,
          "text 'Unsupported input type' (ValueError) / 'not supported or pytree-flattenable' "
          "(strict UserError INVALID_INPUT) / 'which is not a known type' (RuntimeError) / "
@@ -359,7 +390,7 @@ def classify_exception(exc: BaseException, stage: str) -> Failure:
     base_stage = stage.split(".")[0]
     category, code = None, None
     if chain.first("builtins.MemoryError", "torch.OutOfMemoryError"):
-        category = "OOM"
+        category = OOM
     else:
         for rule in RULES:
             if base_stage in rule.stages:
@@ -368,7 +399,7 @@ def classify_exception(exc: BaseException, stage: str) -> Failure:
                     category = rule.category
                     break
     if category is None:
-        category = STAGE_FALLBACK.get(stage, STAGE_FALLBACK.get(base_stage, "INFRA_ERROR"))
+        category = STAGE_FALLBACK.get(stage, STAGE_FALLBACK.get(base_stage, INFRA_ERROR))
         code = error_code_of(chain)
     return Failure.make(category, base_stage, _describe(exc), exception_type=qualname(exc),
                         error_code=code, user_frame=sig.user_frame(chain.excs),

@@ -253,3 +253,120 @@ def test_cpu_workers_keep_any_entries_off_a_nodes_gpu(monkeypatch):
     assert _device(entry, PipelineOptions()) == "cuda"
     assert _device(entry, PipelineOptions(use_cuda=False)) == "cpu"
     assert _device(_replace(entry, device="cuda"), PipelineOptions(use_cuda=False)) is None
+
+
+# -- the machine's faults are not the model's -------------------------------------------------
+
+import contextlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pyarrow.dataset as ds  # noqa: E402
+
+from conftest import REPO  # noqa: E402
+
+
+@contextlib.contextmanager
+def tiny_disk(tmp_path: Path, size_kb: int, leave_kb: int):
+    """A real, nearly full filesystem: a tmpfs of ``size_kb`` with ``leave_kb`` left free."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs",
+                              str(where)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        stats = os.statvfs(where)
+        free_kb = stats.f_bavail * stats.f_frsize // 1024
+        if free_kb > leave_kb:
+            with open(where / "fill", "wb") as f:
+                f.write(b"\0" * ((free_kb - leave_kb) * 1024))
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+ONE_MLP = """
+version: 1
+defaults: {modes: [non-strict]}
+entries:
+  - name: mlp
+    entrypoint: models/tiny.py:make_mlp
+    inputs: [{shape: [2, 4]}]
+"""
+
+
+def test_a_full_disk_while_saving_is_an_infra_error_not_a_serialize_error(write_manifest,
+                                                                         tmp_path):
+    path = write_manifest(ONE_MLP)
+    out = tmp_path / "out"
+    with tiny_disk(tmp_path, 512, 8) as disk:
+        proc = subprocess.run([str(Path(sys.executable).parent / "exportsweep"), "run",
+                               str(path), "--out", str(out), "--in-process", "--run-id", "full"],
+                              capture_output=True, text=True, cwd=REPO, timeout=300,
+                              env={**os.environ, "TMPDIR": str(disk)})
+    assert proc.returncode == 0, proc.stderr[-2000:]          # the process survived
+    (row,) = ds.dataset(str(out), partitioning="hive").to_table().to_pylist()
+    assert row["status"] == "ERROR" and row["category"] == "INFRA_ERROR"
+    assert row["failed_stage"] == "serialize" and row["error_code"] == "ENOSPC"
+    assert "bytes free" in row["message"]
+
+
+def test_a_full_artifacts_folder_is_an_infra_error(write_manifest, fresh_loader, tmp_path):
+    entry = load_manifest(write_manifest(ONE_MLP)).entries[0]
+    with tiny_disk(tmp_path, 256, 1) as disk:
+        (record,) = run_entry(entry, PipelineOptions(artifacts_dir=str(disk)),
+                              loader=fresh_loader)
+    assert record.status == "ERROR" and record.category == "INFRA_ERROR"
+    assert record.failed_stage == "serialize" and record.error_code == "ENOSPC"
+
+
+def test_os_errors_are_blamed_by_errno_and_stage():
+    from exporter.taxonomy import classify_exception
+    import errno as errnos
+    full = OSError(errnos.ENOSPC, "No space left on device")
+    assert classify_exception(full, "decompose").category == "INFRA_ERROR"
+    assert classify_exception(PermissionError(errnos.EACCES, "denied"), "serialize").category \
+        == "INFRA_ERROR"
+    # A model's own code opening a missing file is the model's failure.
+    assert classify_exception(FileNotFoundError(errnos.ENOENT, "weights.bin"), "build").category \
+        == "MODEL_BUILD_ERROR"
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = OSError(errnos.EROFS, "Read-only file system")
+    failure = classify_exception(wrapped, "serialize")
+    assert failure.category == "INFRA_ERROR" and failure.error_code == "EROFS"
+
+
+def test_a_working_folder_that_vanished_is_blamed_on_the_machine(tmp_path):
+    from exporter.pipeline import _cannot_write
+    assert _cannot_write(str(tmp_path)) is None
+    assert _cannot_write(str(tmp_path / "gone")).startswith("ENOENT: the folder")
+
+
+def test_a_results_folder_that_fills_up_stops_the_run_cleanly_and_resumes(write_manifest,
+                                                                           tmp_path):
+    path = write_manifest(ONE_MLP.replace("entries:", "entries:\n" + "".join(
+        f"  - name: m{i}\n    entrypoint: models/tiny.py:make_mlp\n    inputs: [{{shape: [2, 4]}}]\n"
+        for i in range(6))))
+    bin_ = str(Path(sys.executable).parent / "exportsweep")
+    with tiny_disk(tmp_path, 1024, 90) as disk:
+        out = disk / "results"
+        proc = subprocess.run([bin_, "run", str(path), "--out", str(out), "--in-process",
+                               "--run-id", "r"], capture_output=True, text=True, cwd=REPO,
+                              timeout=600)
+        assert proc.returncode == 3, proc.stdout[-1500:] + proc.stderr[-1500:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("exportsweep: ")
+                  and "warning" not in line]
+        assert len(errors) == 1 and "cannot write" in errors[0] and "--resume r" in errors[0]
+        assert "Traceback" not in proc.stderr
+        written = ds.dataset(str(out), partitioning="hive").to_table().to_pylist()
+        assert 0 < len(written) < 7                          # every published file is whole
+        assert not list((out / "run_id=r").glob(".*.tmp"))  # and no temporary is left
+        (disk / "fill").unlink()                             # the operator frees space
+        again = subprocess.run([bin_, "run", str(path), "--out", str(out), "--in-process",
+                                "--resume", "r"], capture_output=True, text=True, cwd=REPO,
+                               timeout=600)
+        assert again.returncode == 0, again.stderr[-2000:]
+        rows = ds.dataset(str(out), partitioning="hive").to_table().to_pylist()
+        assert sorted(r["entry"] for r in rows) == sorted(["mlp"] + [f"m{i}" for i in range(6)])

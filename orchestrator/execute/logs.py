@@ -34,8 +34,17 @@ class _Tee:
 
     def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
         if self._file is not None:
-            self._file.write(self._json(logger, method, dict(event)) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(self._json(logger, method, dict(event)) + "\n")
+                self._file.flush()
+            except OSError as exc:
+                # A full disk must not turn logging into the run's failure: say so once on
+                # the console and go on without the file.
+                self._file = None
+                if self._console is not None:
+                    self._console.write(f"exportsweep: warning: the log file cannot be "
+                                        f"written any more ({exc.strerror or exc}); "
+                                        f"logging to the console only\n")
         level = logging.getLevelName(event.get("level", "info").upper())
         if self._console is not None and isinstance(level, int) and level >= self._console_level:
             shown = {k: v for k, v in event.items() if k not in ("run", "timestamp")}

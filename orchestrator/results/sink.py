@@ -13,14 +13,16 @@ published together; a driver that dies loses at most that much, which ``--resume
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.dataset as ds
 
+from exporter.errors import OrchestratorError
 from exporter.schema import SCHEMA, to_table
 from orchestrator.results import storage
 from orchestrator.results.layout import (LOG_DIR, RUN_META, RunMeta, part_name, run_dir,
@@ -67,14 +69,29 @@ class ResultSink:
             return None
         rows, self._pending = self._pending, []
         name = part_name(self.files_written)
-        storage.publish_table(self.loc, posixpath.join(self.path, name), to_table(rows))
+        with self._writing(f"{len(rows)} row(s)"):
+            storage.publish_table(self.loc, posixpath.join(self.path, name), to_table(rows))
         self.files_written += 1
         self.rows_written += len(rows)
         return name
 
     def write_meta(self, meta: RunMeta) -> None:
         """Publish the run record (``_run.json``) atomically."""
-        storage.publish_bytes(self.loc, posixpath.join(self.path, RUN_META), meta.dumps().encode())
+        with self._writing("the run record"):
+            storage.publish_bytes(self.loc, posixpath.join(self.path, RUN_META),
+                                  meta.dumps().encode())
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """A sink that cannot write stops the run: exit 3 with one line; every file published
+        before is whole, and ``--resume`` reruns what had no row yet."""
+        try:
+            yield
+        except OSError as exc:
+            raise OrchestratorError(
+                f"cannot write {what} to {self.dir} ({exc.strerror or exc}); what was written "
+                f"before is intact: `exportsweep run MANIFEST --out {self.out} --resume "
+                f"{self.run_id}` finishes the run once the results folder is writable") from None
 
     def log_dir(self) -> str:
         return log_dir(self.out, self.run_id)

@@ -95,11 +95,19 @@ def publish_bytes(loc: Location, path: str, data: bytes) -> None:
     folder, name = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk, a folder where the file should go, a kill signal: leave nothing behind.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     _fsync_dir(folder)
 
 
@@ -157,6 +165,12 @@ def _fsync_dir(folder: str) -> None:
 
 
 def write_output(target: str, data: bytes) -> None:
-    """Write a command's output file (report, JUnit XML): a local path or an object-store URI."""
+    """Write a command's output file (report, JUnit XML): a local path or an object-store URI.
+    A target that cannot be written is a UsageError naming it, and leaves nothing behind."""
     loc = location(target, "output")
-    publish_bytes(loc, loc.root, data)
+    if loc.local and os.path.isdir(loc.root):
+        raise UsageError(f"-o {target}: is a folder; name a file")
+    try:
+        publish_bytes(loc, loc.root, data)
+    except OSError as exc:
+        raise UsageError(f"-o {target}: cannot write it ({exc.strerror or exc})") from None
