@@ -90,3 +90,35 @@ def test_only_that_matches_nothing_is_bad_input(tmp_path):
                 str(tmp_path))
     assert proc.returncode == 2 and "matches no entry" in proc.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_options_must_be_spelled_out(tmp_path):
+    """An abbreviation accepted today would change meaning when a longer option is added,
+    and `submit` forwards run options verbatim: neither accepts them."""
+    manifest = str(REPO / "manifests" / "smoke.yaml")
+    cases = [
+        (["run", manifest, "--comp"], "unrecognized arguments: --comp"),
+        (["run", manifest, "--in-proc"], "unrecognized arguments: --in-proc"),
+        (["submit", manifest, "--address", "http://127.0.0.1:1", "--cpu-work", "2"],
+         "submit: run options: unrecognized arguments: --cpu-work"),
+        (["submit", manifest, "--addr", "http://127.0.0.1:1"], "--addr"),
+        (["submit", manifest, "--address", "http://127.0.0.1:1", "--in-process"],
+         "--in-process is not a run option here"),
+        (["diff", str(tmp_path), "a", "b", "--fail", "regression"], "--fail"),
+    ]
+    for args, phrase in cases:
+        proc = _run(*args, timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and phrase in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_numbers_on_the_command_line_are_finite(tmp_path):
+    manifest = str(REPO / "manifests" / "smoke.yaml")
+    for option, value in (("--timeout", "inf"), ("--timeout", "nan"), ("--cpus-per-worker", "1e999"),
+                          ("--flush-interval", "-1"), ("--max-attempts", "0"),
+                          ("--cpu-workers", "two")):
+        proc = _run("run", manifest, "--out", str(tmp_path), option, value, timeout=120)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, \
+            (option, value, proc.stderr)
+        assert option in proc.stderr

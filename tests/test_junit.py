@@ -50,3 +50,18 @@ def test_junit_round_trip(tmp_path):
     text = xml.read_text()
     assert 'name="signature"' in text and 'name="seconds_export" value="1.250"' in text
     assert "repro: exportsweep repro m.yaml broken --mode strict" in text
+
+
+def test_any_bytes_in_a_message_still_make_well_formed_xml(tmp_path):
+    out = tmp_path / "results"
+    nasty = "\x1b[31mred\x1b[0m \x00nul \x08bs \ufffe end"
+    _write(out, "night", [_record("ansi", "FAIL", "EXPORT_ERROR", "export", message=nasty),
+                          _record("ent\x1bry", "ERROR", "TIMEOUT", None, message=nasty)])
+    xml = tmp_path / "junit.xml"
+    proc = subprocess.run([str(BIN / "exportsweep"), "junit", str(out), "--run", "night", "-o",
+                           str(xml)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    (suite,) = list(junitparser.JUnitXml.fromfile(str(xml)))
+    assert (suite.failures, suite.errors) == (1, 1)
+    text = xml.read_text(encoding="utf-8")
+    assert "\\x1b[31mred" in text and "\\x00nul" in text and "\x1b" not in text

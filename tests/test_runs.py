@@ -160,3 +160,163 @@ def test_an_unreadable_run_record_is_a_problem_not_an_exception():
         meta, problems = parse_run_meta(data, "r1")
         assert meta is None and problems == ["_run.json is unreadable"]
     assert parse_run_meta(None, "r1") == (None, [])
+
+
+# -- damaged folders: every reader lists the damage, none raises -------------------------------
+
+import io  # noqa: E402
+import random  # noqa: E402
+from contextlib import redirect_stderr, redirect_stdout  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from orchestrator.cli import main  # noqa: E402
+
+from conftest import examples  # noqa: E402
+
+DAMAGE = ("truncate", "delete", "duplicate", "retype", "null-entry", "bad-status", "garbage-meta",
+          "no-meta", "meta-wrong-types", "stray-file", "stray-parquet", "empty-file")
+
+
+def _damage(results: Path, run_id: str, kind: str, rng: random.Random) -> None:
+    folder = results / f"run_id={run_id}"
+    parts = _parts(results, run_id)
+    victim = rng.choice(parts) if parts else None
+    if kind == "truncate" and victim:
+        data = victim.read_bytes()
+        victim.write_bytes(data[: rng.randrange(len(data))])
+    elif kind == "delete" and victim:
+        victim.unlink()
+    elif kind == "duplicate" and victim:
+        shutil.copy(victim, folder / f"part-99999-{rng.randrange(1 << 30):08x}.parquet")
+    elif kind in ("retype", "null-entry", "bad-status") and victim:
+        try:
+            table = pq.read_table(victim)
+        except (pa.ArrowException, OSError):
+            return                                    # already destroyed by earlier damage
+        column = {"retype": rng.choice(table.column_names), "null-entry": "entry",
+                  "bad-status": "status"}[kind]
+        i = table.column_names.index(column)
+        if kind == "retype":
+            values = pa.array([rng.random() for _ in range(table.num_rows)]) \
+                if table.schema.field(column).type != pa.float64() else \
+                pa.array(["x"] * table.num_rows)
+        elif kind == "null-entry":
+            values = pa.nulls(table.num_rows, pa.string())
+        else:
+            values = pa.array(["EXPLODED\x1b[31m"] * table.num_rows)
+        pq.write_table(table.set_column(i, column, values), victim)
+    elif kind == "garbage-meta":
+        (folder / "_run.json").write_bytes(bytes(rng.randrange(256) for _ in range(64)))
+    elif kind == "no-meta":
+        (folder / "_run.json").unlink(missing_ok=True)
+    elif kind == "meta-wrong-types":
+        meta = json.loads((folder / "_run.json").read_text())
+        meta.update(parts=["x"], expected_pairs="four", finished_at=7, history={})
+        (folder / "_run.json").write_text(json.dumps(meta))
+    elif kind == "stray-file":
+        (folder / f"notes-{rng.randrange(100)}.txt").write_text("hello")
+        (results / "README").write_text("not a run")
+        (results / "run_id=bad id").mkdir(exist_ok=True)
+    elif kind == "stray-parquet":
+        (folder / f"zz-{rng.randrange(100)}.parquet").write_bytes(b"junk" * rng.randrange(1, 50))
+    elif kind == "empty-file" and victim:
+        victim.write_bytes(b"")
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def _readers(results: Path, tmp: Path) -> list[tuple[str, int, str, str]]:
+    runs = ("night-1", "night-2")
+    calls = [("report", str(results), "--run", "night-2", "-o", str(tmp / "r.html")),
+             ("diff", str(results), "night-1", "night-2", "--format", "json",
+              "--fail-on", "incomplete"),
+             ("diff", str(results), "previous", "latest"),
+             ("junit", str(results), "--run", "night-2", "-o", str(tmp / "j.xml"))]
+    calls += [("compact", str(results), "--run", r) for r in runs]
+    return [(c[0], *_cli(*c)) for c in calls]
+
+
+@pytest.mark.property
+@settings(max_examples=examples(40), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(damage=st.lists(st.tuples(st.sampled_from(["night-1", "night-2"]),
+                                 st.sampled_from(DAMAGE)), min_size=1, max_size=3),
+       seed=st.integers(0, 2**32))
+def test_damaged_folders_are_listed_never_raised(two_runs, tmp_path_factory, damage, seed):
+    tmp = tmp_path_factory.mktemp("damaged")
+    results = Path(shutil.copytree(two_runs, tmp / "results", symlinks=True))
+    rng = random.Random(seed)
+    for run_id, kind in damage:
+        _damage(results, run_id, kind, rng)
+    outcomes = _readers(results, tmp)
+    for command, code, out, err in outcomes:
+        assert code in (0, 1, 2), (command, code, err[-2000:])
+        assert "Traceback" not in err and "internal error" not in err, (command, err[-2000:])
+        assert "\x1b" not in out + err, command        # hostile bytes never reach a terminal
+    harmful = [k for _, k in damage if k not in ("stray-file",)]
+    if harmful:
+        # The damage is said somewhere: a warning, a refusal, or the gate on incomplete runs.
+        report, diff_json = outcomes[0], outcomes[1]
+        assert any(("warning" in err or code == 2) for _, code, _, err in outcomes[:4]), outcomes
+        if report[1] == 0:
+            assert "data problem" in report[2] or "warning" in report[3]
+        assert diff_json[1] in (1, 2), diff_json
+    junit = tmp / "j.xml"
+    if junit.exists():
+        import xml.etree.ElementTree as ET
+        ET.parse(junit)                               # well-formed, whatever the messages held
+
+
+def test_compact_and_readers_refuse_references_outside_the_folder(results, tmp_path):
+    """`--run 'r1/../../elsewhere'` once merged and deleted files outside DIR."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(results / "run_id=night-1", elsewhere)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    for command in (("compact", str(results), "--run", "night-1/../../elsewhere"),
+                    ("report", str(results), "--run", "../elsewhere"),
+                    ("junit", str(results), "--run", "night-1/../x"),
+                    ("diff", str(results), "../../elsewhere", "latest")):
+        code, _, err = _cli(*command)
+        assert code == 2 and "use letters, digits" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_a_run_without_its_record_is_not_an_empty_success(results, tmp_path):
+    (results / "run_id=night-2" / "_run.json").unlink()
+    code, out, err = _cli("junit", str(results), "--run", "night-2", "-o", str(tmp_path / "j.xml"))
+    assert code == 0 and "no _run.json" in err
+    code, out, err = _cli("diff", str(results), "night-1", "night-2", "--fail-on", "incomplete,missing")
+    assert code == 1 and "no _run.json" in err
+    shutil.rmtree(results / "run_id=night-1")
+    (results / "run_id=night-1").mkdir()                   # a run folder with nothing in it
+    code, out, err = _cli("junit", str(results), "--run", "night-1", "-o", str(tmp_path / "k.xml"))
+    assert code == 0 and "the run has no rows" in err and "no _run.json" in err
+
+
+def test_unknown_statuses_are_errors_never_passes(results, tmp_path):
+    victim = _parts(results, "night-2")[0]
+    table = pq.read_table(victim)
+    i = table.column_names.index("status")
+    pq.write_table(table.set_column(i, "status", pa.array(["GREAT"] * table.num_rows)), victim)
+    code, out, err = _cli("junit", str(results), "--run", "night-2", "-o", str(tmp_path / "j.xml"))
+    assert code == 0 and "unknown status 'GREAT': counted as errors" in err
+    import junitparser
+    suite = next(iter(junitparser.JUnitXml.fromfile(str(tmp_path / "j.xml"))))
+    assert suite.errors >= table.num_rows
+
+
+def test_report_to_a_folder_is_refused_and_leaves_nothing(results, tmp_path):
+    target = tmp_path / "a-folder"
+    target.mkdir()
+    code, _, err = _cli("report", str(results), "-o", str(target))
+    assert code == 2 and "is a folder" in err and list(target.iterdir()) == []
+    assert not list(tmp_path.glob(".*.tmp"))

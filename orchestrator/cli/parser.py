@@ -7,6 +7,7 @@ Each command's handler lives in the module of its group (``sweep``: run, validat
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from typing import NoReturn
 
@@ -193,15 +194,22 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _finite(text: str) -> float:
     value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value

@@ -40,6 +40,7 @@ CHANGE_NOTES = {
 BAD_CHANGES = ("NEW_FAILURE", "REGRESSED", "MISSING")
 GOOD_CHANGES = ("FIXED", "PROGRESSED")
 TOP_CLUSTERS, TOP_N = 15, 10
+UNKNOWN = "(unknown status)"
 MAX_CHANGE_ROWS, MAX_DRIFT_ROWS = 500, 100      # per kind, in the changes section
 
 
@@ -123,8 +124,18 @@ def group_counts(rows: Iterable[dict[str, Any]], key: str) -> list[tuple[str, di
             values = values or ["(untagged)"]
         for v in values if isinstance(values, list) else [values or "(none)"]:
             groups[v][r["status"]] += 1
-    return sorted(((g, {s: c[s] for s in STATUSES}) for g, c in groups.items()),
+    return sorted(((g, _known_first(c)) for g, c in groups.items()),
                   key=lambda item: (_rate(item[1]), item[0]))
+
+
+def _known_first(counts: Counter[str]) -> dict[str, int]:
+    """Counts per status in display order; rows of an unknown status (damaged files) are
+    counted apart, never as passes."""
+    out = {s: counts[s] for s in STATUSES}
+    unknown = sum(n for s, n in counts.items() if s not in STATUSES)
+    if unknown:
+        out[UNKNOWN] = unknown
+    return out
 
 
 def _rate(counts: dict[str, int]) -> float:
@@ -422,7 +433,7 @@ def _rates(section_id: str, title: str, groups: list[tuple[str, dict[str, int]]]
         total = sum(counts.values())
         ok = sum(counts[s] for s in PASSING)
         bars.append(Bar(name, [Segment(counts[s], f"s-{s}", f"{s} {counts[s]}") for s in STATUSES],
-                        note=f"{100 * ok / total:.0f}% of {total:,}",
+                        note=f"{100 * ok / total:.0f}% of {total:,}" if total else "-",
                         data={"group": name, "pass": ok, "total": total}))
     svg = hbar_chart(bars, chart_id=f"{section_id}-chart", title=title, percent=True, width=440,
                      axis_label="share of (entry, mode) pairs (%)", max_label_chars=24,
