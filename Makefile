@@ -38,6 +38,11 @@ test-all: $(STAMP) browser
 test-props: $(STAMP)
 	EXPORTSWEEP_HYPOTHESIS=long $(BIN)/python -m pytest -m property $(PYTEST_ARGS)
 
+## The chaos test: rounds of a sweep on local Ray with workers, the driver and compactions
+## killed at random (minutes). EXPORTSWEEP_CHAOS_SEED=N replays a printed seed.
+test-chaos: $(STAMP)
+	$(BIN)/python -m pytest -m slow -s tests/test_chaos.py $(PYTEST_ARGS)
+
 ## Re-pin constraints.txt from the current environment.
 lock: $(STAMP)
 	{ head -n 2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^exportsweep'; } > constraints.txt.new

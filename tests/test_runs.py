@@ -214,7 +214,12 @@ def _damage(results: Path, run_id: str, kind: str, rng: random.Random) -> None:
     elif kind == "no-meta":
         (folder / "_run.json").unlink(missing_ok=True)
     elif kind == "meta-wrong-types":
-        meta = json.loads((folder / "_run.json").read_text())
+        try:
+            meta = json.loads((folder / "_run.json").read_text())
+        except (OSError, ValueError):
+            return                                    # already gone or garbage
+        if not isinstance(meta, dict):
+            return
         meta.update(parts=["x"], expected_pairs="four", finished_at=7, history={})
         (folder / "_run.json").write_text(json.dumps(meta))
     elif kind == "stray-file":

@@ -77,6 +77,8 @@ class Supervisor:
     inflight: dict[Any, Flight] = field(default_factory=dict)
     suspects: list[Suspect] = field(default_factory=list)
     counter: int = 0
+    start_failures: int = 0
+    max_start_failures: int = 8         # starts that fail before the run is given up (exit 3)
     node_verdict_s: float = 10.0        # how long a dead worker's node may take to be declared dead
 
     # -- workers --------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ class Supervisor:
                 if ref in self.inflight:
                     self._finish(ref, queue)
                 else:
-                    self._worker_ready(ref, queue)
+                    self._worker_ready(ref)
             self._expire(queue)
             self._judge_suspects(queue)
             self._give_up_unstartable(queue)
@@ -152,24 +154,24 @@ class Supervisor:
         soonest = min(f.deadline for f in self.inflight.values()) - time.monotonic()
         return max(0.05, min(1.0, soonest))
 
-    def _worker_ready(self, ref: Any, queue: WorkQueue) -> None:
+    def _worker_ready(self, ref: Any) -> None:
         slot = next(s for s in self.slots if s.ready_ref == ref)
         try:
             info = ray.get(ref)
-        except ActorDiedError as exc:
-            # Its node went away while it started (or it could not start there): give it up;
-            # work only its pool could run becomes SKIP rows. When no worker is left at all,
-            # nothing can run: that is the orchestrator's failure.
-            log.warning("worker failed to start", worker=slot.worker_id, error=str(exc)[:500])
-            self.slots.remove(slot)
-            if not self.slots:
-                raise OrchestratorError(f"worker {slot.worker_id} failed to start and none is "
-                                        f"left: {exc}") from exc
-            self._skip_unrunnable(queue)
+        except Exception as exc:  # noqa: BLE001 - any way of not starting
+            # A worker can die while it starts: killed, OOM, its node going away. Replace it
+            # (a replacement that cannot be placed, its pool's last node gone, is given up
+            # after --worker-start-timeout and that pool's work skipped). Starts that keep
+            # failing (a broken setup hook, an image without torch) are the orchestrator's
+            # failure: exit 3.
+            self.start_failures += 1
+            log.warning("worker failed to start", worker=slot.worker_id,
+                        failures=self.start_failures, error=str(exc)[:500])
+            if self.start_failures > self.max_start_failures:
+                raise OrchestratorError(f"workers keep failing to start ({self.start_failures} "
+                                        f"times); the last, {slot.worker_id}: {exc}") from exc
+            self._replace(slot, "failed to start")
             return
-        except Exception as exc:  # noqa: BLE001 - e.g. the setup hook is broken: every worker
-            log.warning("worker failed to start", worker=slot.worker_id, error=str(exc)[:500])
-            raise OrchestratorError(f"worker {slot.worker_id} failed to start: {exc}") from exc
         slot.ready_ref, slot.node_id = None, info["node_id"]
         log.info("worker ready", worker=slot.worker_id, pool=slot.pool, **info)
 
