@@ -67,41 +67,32 @@ def test_a_run_id_is_claimed_once(write_manifest, tmp_path):
     assert len(_meta(out, "same")["history"]) == 1
 
 
-def test_claims_race_in_threads_and_exactly_one_wins(tmp_path):
+def _race(out: str, claimants: int, settle_s: float) -> tuple[int, int]:
+    """``claimants`` threads claim one run id at once: (wins, refusals)."""
     wins, errors = [], []
 
     def claim() -> None:
         try:
-            claim_run(str(tmp_path / "out"), "race")
+            claim_run(out, "race", settle_s=settle_s)
             wins.append(1)
-        except UsageError as exc:
-            errors.append(str(exc))
+        except UsageError:
+            errors.append(1)
 
-    threads = [threading.Thread(target=claim) for _ in range(8)]
+    threads = [threading.Thread(target=claim) for _ in range(claimants)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(wins) == 1 and len(errors) == 7
+    return len(wins), len(errors)
+
+
+def test_claims_race_in_threads_and_exactly_one_wins(tmp_path):
+    assert _race(str(tmp_path / "out"), 8, 0.0) == (1, 7)
 
 
 def test_object_store_claims_let_one_of_several_win(s3_bucket):
     out = f"s3://{s3_bucket}/claims"
-    wins, errors = [], []
-
-    def claim() -> None:
-        try:
-            claim_run(out, "race", settle_s=0.5)
-            wins.append(1)
-        except UsageError as exc:
-            errors.append(str(exc))
-
-    threads = [threading.Thread(target=claim) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1 and len(errors) == 3
+    assert _race(out, 4, 0.5) == (1, 3)
     with pytest.raises(UsageError, match="already exists"):
         claim_run(out, "race", settle_s=0.1)
 

@@ -66,10 +66,9 @@ def claim_run(out: str, run_id: str, settle_s: float = SETTLE_S) -> None:
     except OSError as exc:
         raise UsageError(f"--out {quote(out)}: cannot write there ({exc})") from None
     time.sleep(settle_s)
-    claims = sorted(info.base_name for info in storage.listing(loc, folder)
-                    if info.base_name.startswith(CLAIM_PREFIX))
-    others = [info.base_name for info in storage.listing(loc, folder)
-              if not info.base_name.startswith(CLAIM_PREFIX)]
+    names = [info.base_name for info in storage.listing(loc, folder)]
+    claims = sorted(n for n in names if n.startswith(CLAIM_PREFIX))
+    others = [n for n in names if not n.startswith(CLAIM_PREFIX)]
     if claims[:1] != [mine] or others:
         storage.delete(loc, posixpath.join(folder, mine))
         raise taken

@@ -188,24 +188,12 @@ def _recover(loc: storage.Location, run_id: str, step: Callable[[str], None]) ->
                 shutil.rmtree(path)
             fixed += 1
     # Metadata protocol: originals a published compacted file replaces.
+    files, _ = scan_run(loc, run_id, None, read=False)
     present = {info.base_name for info in storage.listing(loc, folder)}
-    for name in sorted(_replaced(loc, folder, present) & present):
+    for name in sorted(files.replaced & present):
         storage.delete(loc, posixpath.join(folder, name))
         fixed += 1
     return fixed
-
-
-def _replaced(loc: storage.Location, folder: str, present: set[str]) -> set[str]:
-    out: set[str] = set()
-    for name in present:
-        if name.startswith("part-compacted-") and name.endswith(".parquet"):
-            try:
-                pf = storage.open_parquet(loc, posixpath.join(folder, name))
-            except (pa.ArrowException, OSError):
-                continue
-            raw = (pf.schema_arrow.metadata or {}).get(REPLACES_KEY.encode())
-            out.update(json.loads(raw) if raw else [])
-    return out
 
 
 def _verify(loc: storage.Location, path: str, before: Counter[str], run_id: str) -> None:

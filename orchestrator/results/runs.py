@@ -58,6 +58,7 @@ class RunFiles:
     parts: dict[str, int] = field(default_factory=dict)      # name -> rows (footer)
     sizes: dict[str, int] = field(default_factory=dict)      # name -> bytes
     problems: list[str] = field(default_factory=list)
+    replaced: set[str] = field(default_factory=set)          # named by a compacted file
 
 
 @dataclass
@@ -182,6 +183,7 @@ def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
                 replacers.add(name)
             if table is not None:
                 tables[name] = table
+    found.replaced = replaced
     found.parts = {n: rows for n, rows in footers.items() if n not in replaced}
     found.sizes = {n: sizes[n] for n in found.parts}
     listed = meta.parts if meta else None
