@@ -75,22 +75,41 @@ def signature(category: str, exception_type: str, error_code: str | None, messag
 
 # -- user frames -----------------------------------------------------------------------------
 
+_STDLIB = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
+
 def _library_roots() -> tuple[str, ...]:
-    """Directories whose frames are never 'the model's': stdlib, torch itself, exportsweep."""
-    roots = {sysconfig.get_paths()["stdlib"]}
+    """Paths whose frames are never 'the model's': stdlib, torch itself, exportsweep.
+
+    A package contributes its folder, a single-file module (``typing_extensions.py``) only
+    its file: its folder is site-packages, where the zoo's model libraries live too
+    (transformers, timm, torchvision), and their frames are the models' own source."""
+    roots = {_STDLIB}
     for name in ("torch", "exporter", "orchestrator", "_pytest", "pluggy", "sympy", "ray",
                  "typing_extensions", "functorch"):
         module = sys.modules.get(name)
-        if module is not None and getattr(module, "__file__", None):
-            roots.add(os.path.dirname(module.__file__))
-    return tuple(sorted(os.path.realpath(r) + os.sep for r in roots))
+        path = getattr(module, "__file__", None) if module is not None else None
+        if not path:
+            continue
+        if os.path.basename(path) == "__init__.py":
+            roots.add(os.path.realpath(os.path.dirname(path)) + os.sep)
+        else:
+            roots.add(os.path.realpath(path))
+    return tuple(sorted(roots))
+
+
+_INSTALLED = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
 
 def _is_model_frame(filename: str, roots: tuple[str, ...]) -> bool:
     if filename.startswith("<"):
         return False
     real = os.path.realpath(filename)
-    return not real.startswith(roots)
+    for root in roots:
+        # A system Python keeps site-packages inside its stdlib folder: an installed model
+        # library is not the standard library.
+        if real.startswith(root) and not (root == _STDLIB and any(m in real for m in _INSTALLED)):
+            return False
+    return True
 
 
 def display_path(filename: str) -> str:

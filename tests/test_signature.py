@@ -58,3 +58,49 @@ def test_two_models_with_one_root_cause_share_a_signature(write_manifest, fresh_
         assert spec.signature != guard.signature
     # the same model failing differently in two modes gets two signatures
     assert rows[("guard", "strict")].signature != rows[("guard", "non-strict")].signature
+
+
+# -- user frames in installed model libraries ---------------------------------------------------
+
+def test_installed_libraries_are_model_code_and_torch_is_not():
+    import os
+    import sysconfig
+
+    import torch
+
+    from exporter.signature import _is_model_frame, _library_roots
+
+    roots = _library_roots()
+    assert not any(r.rstrip(os.sep).endswith(("site-packages", "dist-packages")) for r in roots)
+    stdlib = sysconfig.get_paths()["stdlib"]
+    assert not _is_model_frame(os.path.join(stdlib, "functools.py"), roots)
+    assert not _is_model_frame(torch.__file__, roots)
+    # A system Python keeps site-packages inside its stdlib folder.
+    assert _is_model_frame(os.path.join(stdlib, "site-packages", "transformers", "m.py"), roots)
+
+
+def test_the_user_frame_of_a_failing_model_in_an_installed_package(tmp_path, monkeypatch,
+                                                                   fresh_loader):
+    """A zoo model's source is library code: its frame is the user frame, in both modes."""
+    site = tmp_path / "lib" / "site-packages"
+    pkg = site / "zoolib" / "models"
+    pkg.mkdir(parents=True)
+    (site / "zoolib" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "guard.py").write_text(
+        "import torch\n\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n"
+        "        n = int(x.sum().item())\n"
+        "        if n > 3:                  # a data-dependent branch\n"
+        "            return x * 2\n        return x\n\n\ndef make():\n    return Net()\n")
+    monkeypatch.syspath_prepend(str(site))
+    from exporter.manifest import load_manifest
+    from exporter.pipeline import run_entry
+    path = tmp_path / "m.yaml"
+    path.write_text("version: 1\nentries:\n  - name: g\n    entrypoint: zoolib.models.guard:make\n"
+                    "    inputs: [{shape: [2, 3]}]\n")
+    records = run_entry(load_manifest(path).entries[0], loader=fresh_loader)
+    assert {r.mode for r in records} == {"strict", "non-strict"}
+    for r in records:
+        assert r.failed_stage == "export" and r.category == "DATA_DEPENDENT_GUARD", r.message
+        assert r.user_frame is not None and r.user_frame.startswith("zoolib/models/guard.py:"), \
+            (r.mode, r.user_frame)
