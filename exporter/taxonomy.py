@@ -236,6 +236,10 @@ def _missing_fake(chain: _Chain) -> str | None:
 
 
 def _constraint(chain: _Chain) -> str | None:
+    # Strict mode wraps a guard on a data-dependent value in UserError(CONSTRAINT_VIOLATION):
+    # the guard is the cause (the same root cause is DATA_DEPENDENT_GUARD in non-strict).
+    if chain.first(GUARD_ON_DATA) is not None:
+        return None
     found = _user_error("CONSTRAINT_VIOLATION", "DYNAMIC_DIM")(chain)
     if found:
         return found
@@ -342,7 +346,8 @@ RULES: tuple[Rule, ...] = (
          "SpecViolationError, raised by ep.validate() or by export's own verifier (strict)"),
     Rule("CONSTRAINT_VIOLATION", ("export",), _constraint,
          "UserError(CONSTRAINT_VIOLATION | DYNAMIC_DIM); bare ConstraintViolationError or "
-         "ValueRangeError (non-strict, example outside range)"),
+         "ValueRangeError (non-strict, example outside range); not when the chain holds a "
+         "GuardOnDataDependentSymNode: strict wraps data-dependent guards in this UserError"),
     Rule("DATA_DEPENDENT_GUARD", ("export",), _data_dependent_guard,
          "GuardOnDataDependentSymNode (cond); strict: UserError(ANTI_PATTERN) or "
          "Unsupported gb_type 'Data-dependent branching'"),

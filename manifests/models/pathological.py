@@ -148,6 +148,26 @@ def make_data_dependent_guard_item():
     return _ItemBranch()
 
 
+class _InterpolateToData(nn.Module):
+    """Resizes a parameter to a size read from the input, as ViLT's position embeddings do."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, 4, 3, 3))
+
+    def forward(self, x, mask):
+        h = mask.sum(dim=1)[0, 0]          # an unbacked size: u0
+        grid = nn.functional.interpolate(self.pos, size=(h, h), mode="bilinear",
+                                         align_corners=True)
+        return x + grid.sum()
+
+
+def make_guard_inside_interpolate():
+    """DATA_DEPENDENT_GUARD in both modes: interpolate guards on the unbacked size (u0 > 1);
+    strict mode wraps that guard in UserError(CONSTRAINT_VIOLATION), which is not the cause."""
+    return _InterpolateToData()
+
+
 class _TorchEqual(nn.Module):
     def __init__(self):
         super().__init__()
