@@ -37,6 +37,7 @@ class LoadRequest:
     rtol: float
     device: str = "cpu"
     imports: tuple[str, ...] = ()   # libraries owning the program's pytree types
+    seed: int = 0                   # the seed the eager reference ran under (random ops)
 
 
 @dataclass
@@ -298,6 +299,9 @@ def _check(request: LoadRequest) -> LoadResult:
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     try:
+        # The same seed as the eager reference: a model that draws random numbers in its
+        # forward (noise, masking, train-mode dropout) must draw the same ones here.
+        torch.manual_seed(request.seed)
         with torch.no_grad():
             out = run(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001

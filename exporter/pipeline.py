@@ -328,7 +328,8 @@ def stage_serialize(run: ModeRun) -> None:
     imports = pytree_owner_modules(path, exclude=(own_module,) if not own_module.endswith(".py")
                                    else ())
     _check_fresh(run, LoadRequest("export", path, _data_file(run), *_tol(run),
-                                  device=run.shared.device, imports=imports))
+                                  device=run.shared.device, imports=imports,
+                                  seed=run.shared.entry.seed))
 
 
 def stage_aoti(run: ModeRun) -> None:
@@ -338,7 +339,7 @@ def stage_aoti(run: ModeRun) -> None:
     _ensure_space(run.shared.workdir, _program_bytes(run.ep) + (64 << 20))
     torch._inductor.aoti_compile_and_package(copy.deepcopy(run.ep), package_path=path)
     _check_fresh(run, LoadRequest("aoti", path, _data_file(run), *_tol(run),
-                                  device=run.shared.device))
+                                  device=run.shared.device, seed=run.shared.entry.seed))
 
 
 MODE_STAGES: tuple[tuple[str, Callable[[ModeRun], None]], ...] = (

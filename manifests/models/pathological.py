@@ -562,3 +562,27 @@ def make_control_scalar_output():
 
 
 __all__ = [n for n in dir() if n.startswith("make_")] + ["PathoBox", "PathoOut"]
+
+
+class _Noisy(nn.Module):
+    """Draws random numbers in forward, as ViT-MAE's random masking does."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x):
+        noise = torch.rand(x.shape[0], x.shape[1])
+        keep = torch.argsort(noise, dim=1)[:, :4]
+        return self.proj(x).gather(1, keep) + noise[:, :1]
+
+
+def make_control_random_in_forward():
+    """PASS: every comparison (numerics, sizes, decompose, the fresh-process reload) runs
+    under the eager reference's seed, so the same noise is drawn everywhere."""
+    return _Noisy()
+
+
+def make_control_dropout_in_train_mode():
+    """PASS: train-mode dropout is random too, and seeded alike."""
+    return nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 4))
