@@ -247,11 +247,17 @@ def _run_mode(run: ModeRun, logger: Any) -> None:
 
 
 def stage_export(run: ModeRun) -> None:
+    """Export the very object the entrypoint built, as its user would: a deep copy is not
+    the same model (it materialises lazy views such as a conjugate buffer, whose loss in
+    serialization the user would then hit and we would not). Its state is put back after
+    each mode, so the modes export the same model; eager references run on copies."""
     shared = run.shared
     assert shared.case is not None
     args, kwargs = shared.fresh_inputs()
-    run.ep = torch.export.export(shared.fresh_model(), args, kwargs,
-                                 dynamic_shapes=shared.case.dynamic_shapes, strict=run.strict)
+    with _module_restored(shared.case.model):
+        run.ep = torch.export.export(shared.case.model, args, kwargs,
+                                     dynamic_shapes=shared.case.dynamic_shapes,
+                                     strict=run.strict)
 
 
 def stage_verify(run: ModeRun) -> None:
@@ -371,6 +377,31 @@ def _state_restored(ep: Any) -> Iterator[None]:
         with torch.no_grad():
             for live, snapshot in saved:
                 live.copy_(snapshot)
+
+
+@contextlib.contextmanager
+def _module_restored(model: torch.nn.Module) -> Iterator[None]:
+    """Whatever an export does to the module, undone after: train flags, and the values of
+    parameters, buffers and plain tensor attributes (non-strict export runs the model's
+    Python for real, so a model that mutates a tensor constant mutates it here)."""
+    flags = [(m, m.training) for m in model.modules()]
+    tensors: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for value in (*module._parameters.values(), *module._buffers.values(),
+                      *vars(module).values()):
+            if isinstance(value, torch.Tensor) and value.layout == torch.strided:
+                tensors.setdefault(id(value), value)
+    with torch.no_grad():
+        saved = [(t, t.detach().clone()) for t in tensors.values()]
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+        with torch.no_grad():
+            for live, snapshot in saved:
+                if not torch.equal(live, snapshot):
+                    live.copy_(snapshot)
 
 
 def _compare(run: ModeRun, out: Any) -> numerics.Comparison:

@@ -307,7 +307,10 @@ class _MutatesConstant(nn.Module):
 
 
 def make_constant_mutation():
-    """In-place add_ on a plain tensor attribute: non-strict bakes the traced mutation (NUMERIC_MISMATCH), strict fails in run_decompositions."""
+    """DECOMPOSITION_ERROR in both modes: in-place add_ on a plain tensor attribute; run_decompositions
+    says "Constant c is mutated in the forward method". (Non-strict export really mutates the
+    constant while tracing; exportsweep puts the model back after each export, so that side
+    effect no longer leaks into the program as a NUMERIC_MISMATCH in one mode only.)"""
     return _MutatesConstant()
 
 
@@ -586,3 +589,21 @@ def make_control_random_in_forward():
 def make_control_dropout_in_train_mode():
     """PASS: train-mode dropout is random too, and seeded alike."""
     return nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 4))
+
+
+class _ConjugateBuffer(nn.Module):
+    """A buffer that is a lazy conjugate view: torch.export.save drops the conjugate bit."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.randn(4, dtype=torch.complex64).conj())
+
+    def forward(self, x):
+        return (x * self.w).imag       # the conjugate flips its sign
+
+
+def make_conjugate_view_buffer():
+    """ROUNDTRIP_MISMATCH in both modes, as its user sees it: the program exported from the
+    model as built reloads with w's conjugate bit lost (a deep copy of the model would have
+    materialised the view and hidden it). docs/findings.md has the minimal repro."""
+    return _ConjugateBuffer()
