@@ -29,6 +29,7 @@ from exporter.freshload import (FreshLoader, LoadRequest, LoadResult, check_in_p
                                  pytree_owner_modules)
 from exporter.loader import Case, build_case
 from exporter.record import Record, new_record
+from exporter.signature import definition_frame
 from exporter.spec import Entry, PipelineOptions
 from exporter.taxonomy import CATEGORY_BY_NAME, INFRA_ERROR, Failure, classify_exception
 
@@ -66,6 +67,7 @@ class Shared:
     workdir: str = ""
     loader: FreshLoader | None = None    # None: reload in this process (repro)
     running: str | None = None           # the shared stage in progress, for timeouts
+    model_line: str | None = None        # where the model's forward is defined
     eager_at_size: dict[Any, Any] = field(default_factory=dict)   # dynamic stage's references
 
     def fresh_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -178,6 +180,7 @@ def stage_build(shared: Shared) -> None:
         case.args, case.kwargs = _to_device((case.args, case.kwargs), shared.device)
     shared.case = case
     shared.param_count = sum(p.numel() for p in case.model.parameters())
+    shared.model_line = definition_frame(case.model)
 
 
 def stage_eager(shared: Shared) -> None:
@@ -231,7 +234,9 @@ def _run_mode(run: ModeRun, logger: Any) -> None:
         except StageFailed as exc:
             record.fail(exc.failure)
         except Exception as exc:  # noqa: BLE001 - every model failure becomes a row
-            record.fail(_blame_the_disk(classify_exception(exc, name), shared))
+            model_line = shared.model_line if name == "export" else None
+            record.fail(_blame_the_disk(classify_exception(exc, name, model_line=model_line),
+                                        shared))
             if name == "export" and shared.options.draft_export and shared.case is not None:
                 draft.enrich(record, lambda: (shared.fresh_model(), *shared.fresh_inputs()),
                              shared.case.dynamic_shapes, run.strict)

@@ -46,9 +46,12 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("error_code", pa.string(), "what torch says: UserErrorType, Dynamo gb_type, failing op, "
                                 "guard expression"),
     ("message", pa.string(), "bounded error message, torch's draft_export advice stripped"),
-    ("signature", pa.string(), "12-hex hash of category + type + code + normalized message: "
-                               "equal for the same root cause across models"),
-    ("user_frame", pa.string(), "file:line of the model code that triggered the failure"),
+    ("signature", pa.string(), "12-hex hash of category + the mode-independent cause (guard, "
+     "operator, gb_type, check message, innermost exception), normalized: equal for one root "
+     "cause across models and modes"),
+    ("user_frame", pa.string(), "file:line of the model's own code (its library's source in a "
+     "zoo) that led to the failure; for an input/output rejected before any model line ran, "
+     "the line defining `forward`"),
     ("repro", pa.string(), "command that reruns exactly this entry and mode in-process"),
     ("expected", pa.string(), "the manifest's expectation for this mode, e.g. 'FAIL "
                               "DATA_DEPENDENT_GUARD'"),

@@ -67,9 +67,13 @@ def normalize(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def signature(category: str, exception_type: str, error_code: str | None, message: str) -> str:
-    """A 12-hex-digit hash identifying a root cause across models."""
-    parts = (category, exception_type, normalize(error_code or ""), normalize(message_head(message)))
+def signature(category: str, cause: str) -> str:
+    """A 12-hex-digit hash identifying a root cause across models and export modes.
+
+    ``cause`` is the mode-independent evidence the taxonomy found (a guard expression, an
+    operator, Dynamo's gb_type and explanation, the innermost exception's type and the head
+    of its text), normalized."""
+    parts = (category, normalize(cause))
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
 
 
@@ -127,28 +131,53 @@ def _tb_frames(tb: TracebackType | None) -> list[tuple[str, int]]:
     return [(fs.filename, fs.lineno or 0) for fs in traceback.extract_tb(tb)] if tb else []
 
 
+def _below_library(frames: list[tuple[str, int]], roots: tuple[str, ...]) -> list[tuple[str, int]]:
+    """The frames from the first library frame on: the ones before it are the caller's
+    (whoever called torch.export), not code that ran because of the export."""
+    for i, (filename, _) in enumerate(frames):
+        if not _is_model_frame(filename, roots) and not filename.startswith("<"):
+            return frames[i:]
+    return []
+
+
 def user_frame(chain: Iterable[BaseException]) -> str | None:
     """file:line of the innermost model-code frame that led to the error, when torch shows one.
 
-    Dynamo errors carry the traced user stack in ``real_stack``; other errors have it in
-    their traceback (non-strict export runs the model's Python for real).
+    Model code that really ran shows in a traceback: all of it in non-strict export (the
+    model's Python runs), and in strict mode the parts torch calls for real (a custom
+    operator's fake kernel, a pytree flatten function).  The deepest such frame wins, so
+    both modes name the same line.  Otherwise Dynamo's traced user stack (``real_stack``)
+    names the line strict mode stopped at.
     """
     roots = _library_roots()
+    chain = list(chain)
     candidates: list[tuple[str, int]] = []
     for exc in chain:
-        try:
-            real_stack = getattr(exc, "real_stack", None)
-        except Exception:  # noqa: BLE001 - exotic exceptions with broken attributes
-            real_stack = None
-        if real_stack:
-            candidates = [(fs.filename, fs.lineno or 0) for fs in real_stack]
-            break
+        frames = _below_library(_tb_frames(exc.__traceback__), roots)
+        if any(_is_model_frame(f, roots) for f, _ in frames):
+            candidates = frames      # the deepest cause whose stack reaches the model
     if not candidates:
         for exc in chain:
-            frames = _tb_frames(exc.__traceback__)
-            if any(_is_model_frame(f, roots) for f, _ in frames):
-                candidates = frames      # the deepest cause whose stack reaches the model
+            try:
+                real_stack = getattr(exc, "real_stack", None)
+            except Exception:  # noqa: BLE001 - exotic exceptions with broken attributes
+                real_stack = None
+            if real_stack:
+                candidates = [(fs.filename, fs.lineno or 0) for fs in real_stack]
+                break
     for filename, lineno in reversed(candidates):
         if _is_model_frame(filename, roots):
             return f"{display_path(filename)}:{lineno}"
     return None
+
+
+def definition_frame(obj: object) -> str | None:
+    """file:line where ``obj``'s class defines ``forward``, when that is model code.
+
+    The model line of last resort: torch rejects some programs (unflattenable outputs,
+    inputs that do not match the spec) before or after running any model line."""
+    forward = getattr(type(obj), "forward", None)
+    code = getattr(forward, "__code__", None)
+    if code is None or not _is_model_frame(code.co_filename, _library_roots()):
+        return None
+    return f"{display_path(code.co_filename)}:{code.co_firstlineno}"

@@ -32,18 +32,18 @@ families:
     return rows
 
 
-def test_same_cause_in_two_models_is_one_cluster_two_modes_two(detection_rows):
+def test_same_cause_in_two_models_and_two_modes_is_one_cluster(detection_rows):
     assert {r["status"] for r in detection_rows} == {"FAIL"}
     clusters = cluster_rows(detection_rows)
     # torchvision's batched_nms branches on boxes.numel() > 4000 in both models; strict and
-    # non-strict report it through different exceptions, hence one cluster per mode.
-    assert len(clusters) == 2
-    for c in clusters:
-        assert c.entries == ["torchvision/fasterrcnn_mobilenet_v3_large_fpn",
-                             "torchvision/maskrcnn_resnet50_fpn"]
-        assert c.categories == ["DATA_DEPENDENT_GUARD"] and c.stages == ["export"]
-        assert len(c.modes) == 1 and c.rows == 2 and c.repro.startswith("exportsweep repro")
-    assert {c.modes[0] for c in clusters} == {"non-strict", "strict"}
+    # non-strict report it through different exceptions, but the guard is one root cause.
+    assert len(clusters) == 1
+    [c] = clusters
+    assert c.entries == ["torchvision/fasterrcnn_mobilenet_v3_large_fpn",
+                         "torchvision/maskrcnn_resnet50_fpn"]
+    assert c.categories == ["DATA_DEPENDENT_GUARD"] and c.stages == ["export"]
+    assert c.modes == ["non-strict", "strict"] and c.rows == 4
+    assert c.repro.startswith("exportsweep repro")
 
 
 def test_clusters_table_is_written_next_to_the_results(detection_rows, tmp_path):
@@ -51,9 +51,9 @@ def test_clusters_table_is_written_next_to_the_results(detection_rows, tmp_path)
     write_clusters(str(tmp_path), "det", cluster_rows(detection_rows))
     assert ds.dataset(str(tmp_path), partitioning="hive").to_table().num_rows == 4  # rows only
     stored = read_clusters(str(tmp_path), "det")
-    assert len(stored) == 2 and all(c["n_entries"] == 2 for c in stored)
+    assert len(stored) == 1 and all(c["n_entries"] == 2 for c in stored)
     across_runs = ds.dataset(str(tmp_path / "_clusters"), partitioning="hive").to_table()
-    assert across_runs.column("run_id").to_pylist() == ["det", "det"]
+    assert across_runs.column("run_id").to_pylist() == ["det"]
 
 
 def test_passing_rows_make_no_clusters():

@@ -370,3 +370,12 @@ def test_a_results_folder_that_fills_up_stops_the_run_cleanly_and_resumes(write_
         assert again.returncode == 0, again.stderr[-2000:]
         rows = ds.dataset(str(out), partitioning="hive").to_table().to_pylist()
         assert sorted(r["entry"] for r in rows) == sorted(["mlp"] + [f"m{i}" for i in range(6)])
+
+
+def test_a_real_model_drawing_noise_in_forward_passes_every_comparison(fresh_loader):
+    """vit_mae draws its random mask in forward: the eager reference, the exported program
+    and the program reloaded in a fresh process must all run under the same seed."""
+    entry = {e.name: e for e in load_manifest(MANIFESTS / "nightly.yaml").entries}["transformers/vit_mae"]
+    for r in run_entry(entry, loader=fresh_loader):
+        assert r.status == "PASS", (r.mode, r.category, r.failed_stage, r.message)
+        assert r.stage_status["serialize"] == "passed" and r.max_abs_err is not None

@@ -70,6 +70,86 @@ def test_failures_carry_user_frames_into_the_model_file(pathological_rows):
         assert frame is not None and frame.startswith("manifests/models/pathological.py:"), key
 
 
+# Entries whose modes fail export for different reasons, each what that mode's user meets:
+# strict trips over Dynamo's own handling of `%` on ints before it reaches the data pointer
+# non-strict stops at; strict records math.log2 of a size as a graph op the verifier
+# rejects, where non-strict specializes the size.
+DIFFERENT_CAUSE_BY_MODE = {"patho/export_error_data_ptr", "patho/spec_violation"}
+
+
+def test_one_root_cause_is_one_category_and_one_signature_in_both_modes(pathological_rows):
+    checked = []
+    for entry in PATHOLOGICAL.entries:
+        rows = [pathological_rows[(entry.name, m)] for m in ("non-strict", "strict")]
+        if entry.name in DIFFERENT_CAUSE_BY_MODE or \
+                not all(r.failed_stage == "export" for r in rows):
+            continue
+        ns, st = rows
+        assert ns.category == st.category, (entry.name, ns.category, st.category)
+        assert ns.signature == st.signature, (entry.name, ns.error_code, st.error_code)
+        checked.append(entry.name)
+    assert len(checked) >= 14, checked
+    # a custom torch._check message and an unusable fake kernel are among them
+    assert {"patho/user_check_custom_message", "patho/unusable_fake_kernel"} <= set(checked)
+
+
+def test_different_causes_keep_different_signatures(pathological_rows):
+    causes = ["patho/data_dependent_guard", "patho/data_dependent_guard_item",
+              "patho/data_dependent_op", "patho/missing_fake_kernel",
+              "patho/unusable_fake_kernel", "patho/user_check_failed",
+              "patho/user_check_custom_message", "patho/invalid_input_rank",
+              "patho/invalid_input_key", "patho/constraint_violation",
+              "patho/unsupported_type_input", "patho/graph_break",
+              "patho/graph_break_builtin"]
+    signatures = {pathological_rows[(name, "strict")].signature for name in causes}
+    assert len(signatures) == len(causes)
+
+
+def test_the_check_message_and_the_operator_are_the_error_code(pathological_rows):
+    for mode in ("non-strict", "strict"):
+        check = pathological_rows[("patho/user_check_custom_message", mode)]
+        assert check.category == "USER_CHECK_FAILED"
+        assert check.error_code == "torch._check: exportsweep_patho: needs more than 100 rows"
+        fake = pathological_rows[("patho/unusable_fake_kernel", mode)]
+        assert fake.category == "MISSING_FAKE_KERNEL"
+        assert fake.error_code == "exportsweep_patho::unwrittenfake"
+        missing = pathological_rows[("patho/missing_fake_kernel", mode)]
+        assert missing.error_code == "exportsweep_patho::nofake"
+
+
+def test_every_export_failure_names_a_line_of_the_model(pathological_rows):
+    """Also where torch rejects inputs or outputs without running a model line: then the
+    line that defines the model's forward."""
+    failed = [r for r in pathological_rows.values() if r.failed_stage == "export"]
+    assert len(failed) >= 30
+    for r in failed:
+        assert (r.user_frame or "").startswith("manifests/models/pathological.py:"), \
+            (r.entry, r.mode, r.user_frame)
+    # a data-dependent guard names the branch itself in both modes
+    lines = {pathological_rows[("patho/guard_inside_interpolate", m)].user_frame
+             for m in ("non-strict", "strict")}
+    assert len(lines) == 1
+
+
+NIGHTLY = {e.name: e for e in load_manifest(MANIFESTS / "nightly.yaml").entries}
+
+
+@pytest.mark.parametrize("name, cause", [
+    ("transformers/vilt", "a guard (u0 > 1) inside nn.functional.interpolate; strict wraps it in "
+                          "UserError(CONSTRAINT_VIOLATION)"),
+    ("transformers/fsmt", "`if not padding_mask.any():` strict refuses the branch itself, "
+                          "non-strict fails the guard Tensor.__bool__ raises"),
+])
+def test_a_real_model_one_root_cause_one_category_one_cluster(name, cause, fresh_loader):
+    rows = run_entry(NIGHTLY[name], loader=fresh_loader)
+    assert [r.mode for r in rows] == ["non-strict", "strict"]
+    assert {r.category for r in rows} == {"DATA_DEPENDENT_GUARD"}, cause
+    assert len({r.signature for r in rows}) == 1, cause
+    model = name.split("/")[1]
+    frames = {r.user_frame for r in rows}
+    assert len(frames) == 1 and frames.pop().startswith(f"transformers/models/{model}/"), cause
+
+
 def test_error_codes_come_from_torch(pathological_rows):
     strict_guard = pathological_rows[("patho/graph_break", "strict")]
     assert strict_guard.error_code       # Dynamo's gb_type

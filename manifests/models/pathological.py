@@ -223,6 +223,21 @@ def make_missing_fake_kernel():
     return _NoFake()
 
 
+def _unwritten_fake(x: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError("exportsweep_patho: fake kernel not written yet")
+
+
+class _UnusableFake(nn.Module):
+    def forward(self, x):
+        return _custom_op("unwrittenfake", _nofake_impl, _unwritten_fake)(x) + 1
+
+
+def make_unusable_fake_kernel():
+    """MISSING_FAKE_KERNEL: register_fake is there but raises (strict: Dynamo wraps it in a graph break)."""
+    _custom_op("unwrittenfake", _nofake_impl, _unwritten_fake)
+    return _UnusableFake()
+
+
 class PathoBox:
     """A plain class that is not a registered pytree node."""
 
@@ -269,6 +284,18 @@ class _CheckWhenExporting(nn.Module):
 def make_user_check_failed():
     """USER_CHECK_FAILED: torch._check(x.shape[0] > 100) runs only while exporting, so eager passes."""
     return _CheckWhenExporting()
+
+
+class _CheckWithMessage(nn.Module):
+    def forward(self, x):
+        if torch.compiler.is_exporting():
+            torch._check(x.shape[0] > 100, lambda: "exportsweep_patho: needs more than 100 rows")
+        return x + 1
+
+
+def make_user_check_custom_message():
+    """USER_CHECK_FAILED: a torch._check with the model's own message (strict: an Observed exception)."""
+    return _CheckWithMessage()
 
 
 class _ReassignsParamData(nn.Module):
