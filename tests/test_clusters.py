@@ -58,3 +58,24 @@ def test_clusters_table_is_written_next_to_the_results(detection_rows, tmp_path)
 
 def test_passing_rows_make_no_clusters():
     assert cluster_rows([{"status": "PASS", "signature": None}]) == []
+
+
+def test_the_fidelity_benchmark_reads_what_the_clusters_say(detection_rows):
+    """bench/taxonomy_fidelity.py on real rows: the detection models' one guard is one
+    signature in both modes, with a model line; an unexpected FAIL is listed."""
+    import importlib.util
+
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("taxonomy_fidelity",
+                                                  REPO / "bench" / "taxonomy_fidelity.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    f = bench.fidelity(detection_rows)
+    assert (f["export_failures"], f["with_user_frame"]) == (4, 4)
+    assert (f["both_modes_one_cause"], f["one_signature"]) == (2, 2)
+    assert f["mixed_clusters"] == [] and f["clusters"] == 1
+    assert len(f["fail_without_expectation"]) == 4            # the test manifest expects nothing
+    split = [dict(r, signature=f"{r['signature']}{r['mode']}") for r in detection_rows]
+    assert bench.fidelity(split)["split_signatures"] == sorted({r["entry"] for r in split})
+    assert "| entries failing in both modes at one cause, one signature | 2/2 (100%)" in \
+        bench.markdown(f, "det")
