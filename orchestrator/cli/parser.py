@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from exporter.spec import MODES
 from orchestrator.cli import jobs, results, sweep
+from orchestrator.execute.scheduling import SCHEDULES
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "other pairs than the run did (recorded in the run's history)")
     run.add_argument("--compact", action="store_true",
                      help="when the run finishes, merge its files into one (exportsweep compact)")
+    run.add_argument("--schedule", choices=SCHEDULES, default="longest-first",
+                     help="queue order: longest expected first, from the durations of the "
+                          "folder's recent runs (default), or the manifest's order")
     run.add_argument("--flush-interval", type=_non_negative_float, metavar="S",
                      help="publish result rows at most every S seconds (default: per entry on "
                           "a local disk, 10 on object stores, where each file costs a PUT)")

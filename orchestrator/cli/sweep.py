@@ -41,7 +41,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     config = SweepConfig(out=args.out, run_id=run_id, pipeline=pipeline_options(args),
                          only=tuple(args.only), modes=tuple(args.modes) if args.modes else None,
                          resume=bool(args.resume), flush_interval_s=args.flush_interval,
-                         compact=args.compact, force=args.force, timeout_s=args.timeout)
+                         compact=args.compact, force=args.force, timeout_s=args.timeout,
+                         schedule=args.schedule)
     meta = open_run(manifest, config)          # claims the id before anything is written
     logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
     ray_config = None if args.in_process else RayConfig(

@@ -24,6 +24,7 @@ class SweepConfig:
     compact: bool = False                    # merge the run's files into one at the end
     force: bool = False                      # resume even with another selection (recorded)
     timeout_s: float | None = None           # --timeout: overrides every entry's (a selection)
+    schedule: str = "longest-first"          # queue order (scheduling.SCHEDULES)
     command_line: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
 
 

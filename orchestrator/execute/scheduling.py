@@ -36,7 +36,8 @@ def can_run(pool: str, device: str) -> bool:
 
 
 class WorkQueue:
-    """Entries waiting for a worker, in manifest order; each worker pulls the first it can run."""
+    """Entries waiting for a worker, in the order given (see :func:`order_items`); each worker
+    pulls the first it can run, so device routing never reorders the rest."""
 
     def __init__(self, items: Iterable[WorkItem] = ()) -> None:
         self._items: deque[WorkItem] = deque(items)
@@ -96,6 +97,45 @@ def pending_items(entries: Iterable[Entry], done: set[tuple[str, str]],
         if wanted:
             items.append(WorkItem(entry, wanted))
     return items
+
+
+# How the queue is ordered: by expected cost from the folder's history (the default), or as
+# the manifest lists the entries.
+SCHEDULES = ("longest-first", "manifest")
+
+
+def expected_seconds(entries: Iterable[Entry], seen: dict[str, float]) -> dict[str, float]:
+    """Each entry's expected wall time: its own from history, else the median of its
+    family's (a timm model costs what timm models cost), else the median of all seen.
+    Empty when nothing was ever seen: then there is nothing to order by."""
+    entries = list(entries)
+    if not seen:
+        return {}
+    by_family: dict[str, list[float]] = {}
+    for e in entries:
+        if e.name in seen:
+            by_family.setdefault(e.family, []).append(seen[e.name])
+    overall = _median(list(seen.values()))
+    return {e.name: seen[e.name] if e.name in seen else
+            _median(by_family[e.family]) if e.family in by_family else overall
+            for e in entries}
+
+
+def order_items(items: list[WorkItem], seen: dict[str, float], schedule: str) -> list[WorkItem]:
+    """The queue's order: longest expected first (ties and unknowns keep manifest order), or
+    the manifest's. A resumed entry with one of two modes left costs half."""
+    if schedule == "manifest":
+        return list(items)
+    cost = expected_seconds((i.entry for i in items), seen)
+    if not cost:
+        return list(items)
+    return sorted(items, key=lambda i: -cost[i.entry.name] * len(i.modes) / len(i.entry.modes))
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def size_pools(resources: dict[str, float], cpu_workers: int | None, gpu_workers: int | None,

@@ -29,10 +29,11 @@ from exporter.spec import Entry
 from orchestrator.execute import console, logs
 from orchestrator.execute.config import RayConfig, SweepConfig
 from orchestrator.execute.entry import run_one
-from orchestrator.execute.scheduling import WorkItem, pending_items
+from orchestrator.execute.scheduling import WorkItem, order_items, pending_items
 from orchestrator.results.claim import claim_run, check_out
 from orchestrator.results.clusters import cluster_rows, write_clusters
 from orchestrator.results.compact import CompactError, compact_run
+from orchestrator.results.history import entry_history
 from orchestrator.results.layout import RunMeta
 from orchestrator.results.runs import final_pairs, read_meta, read_run
 from orchestrator.results.sink import ResultSink
@@ -109,6 +110,13 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
     logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="driver")
     done = final_pairs(config.out, config.run_id) if config.resume else set()
     items = pending_items(entries, done, config.modes)
+    if config.schedule != "manifest":
+        history = entry_history(config.out, exclude=(config.run_id,))
+        items = order_items(items, history.seconds, config.schedule)
+        logger.info("schedule", order=config.schedule, runs=list(history.runs),
+                    known=sum(i.entry.name in history.seconds for i in items),
+                    estimated=sum(i.entry.name not in history.seconds for i in items),
+                    problems=list(history.problems))
     started = time.time()
     attempt = meta.history[-1]
     meta.executor = attempt["executor"] = "in-process" if ray_config is None else "ray"
