@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from exporter.manifest import load_manifest
-from orchestrator.execute.scheduling import WorkItem, expected_seconds, order_items
+from orchestrator.execute.scheduling import (WorkItem, expected_seconds, memory_ceiling_mb,
+                                             order_items)
 
 
 def _entries(write_manifest):
@@ -50,3 +51,14 @@ def test_an_unseen_entry_costs_what_its_family_costs(write_manifest):
     cost = expected_seconds(entries, {"torchvision/resnet18": 20.0, "mine": 2.0})
     assert cost["torchvision/resnet34"] == cost["torchvision/alexnet"] == 20.0
     assert cost["mine"] == 2.0
+
+
+def test_the_default_memory_ceiling_fits_the_tightest_node():
+    gib = 2**30
+    # 24 GiB, 2 CPUs, one CPU per worker: 60% of the memory shared by two workers
+    assert memory_ceiling_mb([(24 * gib, 2.0)], 1.0) == round(0.6 * 24 * 1024 / 2)
+    # a small node decides; a node too small for one worker does not count
+    assert memory_ceiling_mb([(64 * gib, 8.0), (8 * gib, 4.0), (99 * gib, 0.5)], 1.0) == \
+        round(0.6 * 8 * 1024 / 4)
+    assert memory_ceiling_mb([(8 * gib, 4.0)], 2.0) == round(0.6 * 8 * 1024 / 2)
+    assert memory_ceiling_mb([], 1.0) is None

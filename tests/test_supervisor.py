@@ -93,6 +93,9 @@ def test_ray_sweep_end_to_end(write_manifest, tmp_path):
                and r["final"] for r in rows)
     meta = json.loads((out / "run_id=e2e" / "_run.json").read_text())
     assert meta["executor"] == "ray" and meta["cluster"]["cpu_workers"] == 2
+    # the default memory ceiling is sized from the node: its workers' share, per worker
+    physical_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    assert 256 < meta["cluster"]["max_worker_rss_mb"] < 0.6 * physical_mb
     logs = list((out / "run_id=e2e" / "_logs").glob("worker-*.jsonl"))
     assert logs, "workers log through the setup hook"
     events = [json.loads(line) for f in logs for line in f.read_text().splitlines()]
@@ -166,11 +169,13 @@ def test_driver_sigkill_then_resume_completes_without_duplicates(write_manifest,
     assert meta["resumed_from_rows"] == len(before) and meta["rows"] == len(names)
 
 
-def test_workers_are_recycled_without_failing_entries(write_manifest, tmp_path):
+@pytest.mark.parametrize("limit", [("--recycle-after", "1"), ("--max-worker-rss-mb", "1")],
+                         ids=["after-one-entry", "above-a-memory-ceiling"])
+def test_workers_are_recycled_without_failing_entries(write_manifest, tmp_path, limit):
     path = _manifest(write_manifest, *[(f"g{i}", "tiny", "make_guard") for i in range(3)])
     out = tmp_path / "out"
     proc = _run(str(path), "--out", str(out), "--run-id", "recycle", "--cpu-workers", "1",
-                "--recycle-after", "1")
+                *limit)
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
     assert len(rows) == 3 and all(r["category"] == "DATA_DEPENDENT_GUARD" and r["attempt"] == 1

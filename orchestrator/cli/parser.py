@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="attempts for an entry whose worker crashed or ran out of memory")
     ray_opts.add_argument("--recycle-after", type=_positive_int, metavar="N",
                           help="replace a worker after N entries")
-    ray_opts.add_argument("--max-worker-rss-mb", type=_positive_float, metavar="M",
-                          help="replace a worker whose memory grew past M MiB")
+    ray_opts.add_argument("--max-worker-rss-mb", type=_non_negative_float, metavar="M",
+                          help="replace a worker whose memory grew past M MiB after its "
+                               "entry (default: 60%% of the tightest node's memory divided "
+                               "among its workers; 0: never)")
     ray_opts.add_argument("--worker-start-timeout", type=_positive_float, default=300.0,
                           metavar="S", help="give up a worker that is not ready after S "
                           "seconds (its pool's work is skipped if no such worker is left)")

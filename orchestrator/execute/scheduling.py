@@ -76,7 +76,9 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class RecyclePolicy:
     """Replace a worker after ``after`` entries or above ``max_rss_mb``: memory grows in one
-    long process (3 GB after 40 models in the zoo survey), and a fresh worker is cheap."""
+    long process (3 GB after 40 models in the zoo survey), and a fresh worker is cheap.
+    ``max_rss_mb`` None: no ceiling (the driver sizes a default with
+    :func:`memory_ceiling_mb` before it starts workers)."""
 
     after: int | None = None
     max_rss_mb: float | None = None
@@ -85,6 +87,20 @@ class RecyclePolicy:
         if self.after is not None and served >= self.after:
             return True
         return self.max_rss_mb is not None and rss_mb is not None and rss_mb > self.max_rss_mb
+
+
+# The share of a node's memory its workers may hold between them: the rest is for the
+# reload process each worker keeps, the raylet and object store, and the page cache. Ray's
+# memory monitor kills at 95% of the node; a worker recycled at its ceiling never gets there.
+WORKERS_MEMORY_SHARE = 0.6
+
+
+def memory_ceiling_mb(nodes: Iterable[tuple[float, float]], cpus_per_worker: float) -> float | None:
+    """The default per-worker RSS ceiling: on the tightest node (``(memory bytes, CPUs)``
+    per alive node), its workers' share of the memory divided among the workers it fits."""
+    ceilings = [WORKERS_MEMORY_SHARE * memory / 2**20 / max(1, int(cpus // cpus_per_worker))
+                for memory, cpus in nodes if memory > 0 and cpus >= cpus_per_worker]
+    return round(min(ceilings)) if ceilings else None
 
 
 def pending_items(entries: Iterable[Entry], done: set[tuple[str, str]],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import replace
 from typing import Any, Callable
 
 import ray
@@ -20,7 +21,8 @@ from exporter.manifest import Manifest
 from orchestrator.execute import logs
 from orchestrator.execute.config import RayConfig, SweepConfig
 from orchestrator.execute.ray.supervisor import Supervisor
-from orchestrator.execute.scheduling import WorkItem, WorkQueue, size_pools
+from orchestrator.execute.scheduling import (RecyclePolicy, WorkItem, WorkQueue, memory_ceiling_mb,
+                                             size_pools)
 from orchestrator.results.sink import ResultSink
 
 log = structlog.get_logger("exportsweep.ray")
@@ -29,9 +31,11 @@ log = structlog.get_logger("exportsweep.ray")
 def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
                ray_config: RayConfig, sink: ResultSink,
                on_rows: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
-    """Run ``items`` on Ray; returns the cluster facts for ``_run.json``."""
+    """Run ``items`` on Ray; returns the cluster facts for ``_run.json`` (with the worker
+    memory ceiling in force)."""
     log_dir = os.path.abspath(sink.log_dir())
     started_here = connect(ray_config, log_dir)
+    ray_config = replace(ray_config, recycle=_recycle_policy(ray_config))
     supervisor = Supervisor(ray_config, config.pipeline, config.run_id,
                             manifest.path, sink,
                             on_rows, log_dir=log_dir)
@@ -40,17 +44,31 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
         cpu_workers, gpu_workers = size_pools(resources, ray_config.cpu_workers,
                                               ray_config.gpu_workers, ray_config.cpus_per_worker)
         log.info("pools", cpu_workers=cpu_workers, gpu_workers=gpu_workers,
-                 resources={k: v for k, v in resources.items() if not k.startswith("node:")})
+                 resources={k: v for k, v in resources.items() if not k.startswith("node:")},
+                 max_worker_rss_mb=ray_config.recycle.max_rss_mb,
+                 recycle_after=ray_config.recycle.after)
         supervisor.start_pools(cpu_workers, gpu_workers)
         supervisor.run(WorkQueue(items))
         return {"address": joined_address(ray_config) or "embedded", "cpu_workers": cpu_workers,
                 "gpu_workers": gpu_workers, "nodes": len([n for n in ray.nodes() if n["Alive"]]),
                 "resources": {k: v for k, v in resources.items() if not k.startswith("node:")},
-                "workers_started": supervisor.counter}
+                "workers_started": supervisor.counter,
+                "max_worker_rss_mb": ray_config.recycle.max_rss_mb}
     finally:
         supervisor.shutdown()
         if started_here:
             ray.shutdown()
+
+
+def _recycle_policy(config: RayConfig) -> RecyclePolicy:
+    """The recycling policy in force: an explicit ceiling (0: none), else one sized from the
+    cluster's nodes (:func:`memory_ceiling_mb`)."""
+    wanted = config.recycle.max_rss_mb
+    if wanted is not None:
+        return replace(config.recycle, max_rss_mb=wanted or None)
+    nodes = [(n["Resources"].get("memory", 0.0), n["Resources"].get("CPU", 0.0))
+             for n in ray.nodes() if n.get("Alive")]
+    return replace(config.recycle, max_rss_mb=memory_ceiling_mb(nodes, config.cpus_per_worker))
 
 
 def connect(config: RayConfig, log_dir: str) -> bool:
