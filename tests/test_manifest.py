@@ -126,12 +126,25 @@ def test_file_defaults_set_the_device_of_family_entries(write_manifest):
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "pathological.yaml", "nightly.yaml", "full.yaml",
-                                  "gpu.yaml"])
+                                  "gpu.yaml", "nightly-sample.yaml"])
 def test_shipped_manifests_validate(name):
     m = load_manifest(MANIFESTS / name)
     assert m.entries
     if name == "nightly.yaml":
         assert len(m.entries) >= 300
+
+
+def test_the_nightly_sample_is_the_nightly_on_a_smaller_scale():
+    """Benchmarks on the sample stand for the nightly only if its entries are the nightly's."""
+    nightly = load_manifest(MANIFESTS / "nightly.yaml").entries
+    sample = load_manifest(MANIFESTS / "nightly-sample.yaml").entries
+    picked = {nightly[i * len(nightly) // 60].name for i in range(60)}
+    assert {e.name for e in sample} == picked and len(sample) == 60
+    by_name = {e.name: e for e in nightly}
+    for e in sample:
+        twin = by_name[e.name]
+        assert (e.expect, e.kwargs, e.modes, e.timeout_s, e.entrypoint) == \
+            (twin.expect, twin.kwargs, twin.modes, twin.timeout_s, twin.entrypoint), e.name
 
 
 # (id, manifest text, file that must be named, entry that must be named, field that must be
