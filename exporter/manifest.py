@@ -54,12 +54,15 @@ class _Scope:
     file: str
     errors: list[ManifestError]
     entry: str | None = None
+    # entrypoint checked -> its problem (None: fine): a family of 100,000 entries shares one
+    # entrypoint, whose module is read once, not once per entry
+    checked: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     def error(self, message: str, field: str | None = None) -> None:
         self.errors.append(ManifestError(self.file, message, entry=self.entry, field=field))
 
     def at(self, entry: str | None) -> "_Scope":
-        return _Scope(self.file, self.errors, entry)
+        return _Scope(self.file, self.errors, entry, self.checked)
 
 
 @dataclass(frozen=True)
@@ -295,12 +298,22 @@ def _check_entrypoint(scope: _Scope, value: Any, base: str, field: str,
     if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
         scope.error(f"must be 'pkg.module:attr' or 'path/file.py:attr', got {quote(value)}", field)
         return None
+    key = (value, base)
+    if key not in scope.checked:
+        scope.checked[key] = _entrypoint_problem(value, base)
+    problem = scope.checked[key]
+    if problem is not None:
+        scope.error(problem, field)
+        return None
+    return value
+
+
+def _entrypoint_problem(value: str, base: str) -> str | None:
     target, attr = value.split(":")
     path = target_path(target, base)
     if path is not None:
         if not os.path.isfile(path):
-            scope.error(f"file {quote(target)} not found (resolved to {path})", field)
-            return None
+            return f"file {quote(target)} not found (resolved to {path})"
         names = _top_level_names(path)
     else:
         try:
@@ -311,16 +324,14 @@ def _check_entrypoint(scope: _Scope, value: Any, base: str, field: str,
         else:
             reason = "not found"
         if spec is None:
-            scope.error(f"module {quote(target)} cannot be imported: {reason}", field)
-            return None
+            return f"module {quote(target)} cannot be imported: {reason}"
         origin = spec.origin if spec.origin and spec.origin.endswith(".py") else None
         names = _top_level_names(origin) if origin else None
     if names is not None and attr not in names:
         hint = difflib.get_close_matches(attr, sorted(names), n=3)
-        scope.error(f"{quote(target)} defines no {quote(attr)}" + (
-            f" (did you mean {', '.join(hint)}?)" if hint else ""), field)
-        return None
-    return value
+        return f"{quote(target)} defines no {quote(attr)}" + (
+            f" (did you mean {', '.join(hint)}?)" if hint else "")
+    return None
 
 
 def _find_module(name: str) -> Any:

@@ -25,6 +25,7 @@ import structlog
 import torch
 
 from exporter import draft, graphinfo, numerics
+from exporter.families import noop
 from exporter.freshload import (FreshLoader, LoadRequest, LoadResult, check_in_process,
                                  pytree_owner_modules)
 from exporter.loader import Case, build_case
@@ -105,12 +106,14 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
             return run_entry(entry, options, loader=own, repro=repro, modes=modes, logger=logger)
     logger = (logger or log).bind(entry=entry.name)
     modes = modes or entry.modes
-    device = _device(entry, options)
+    device = _device(entry, options) if entry.family != noop.SOURCE else "cpu"
     records = [new_record(entry, m, device or "cuda") for m in modes]
     started = time.time()
     for r in records:
         r.started_at = started
         r.repro = repro(r.mode) if repro else None
+    if entry.family == noop.SOURCE:
+        return _noop(entry, records)
     if device is None:
         for r in records:
             r.skip("entry needs CUDA and none is available")
@@ -147,6 +150,16 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
         record.apply_expectation(entry.expectation(record.mode))
         # "serialize.load" is a part of "serialize", not a stage of its own
         record.total_s = round(sum(v for k, v in record.seconds.items() if "." not in k), 4)
+    return records
+
+
+def _noop(entry: Entry, records: list[Record]) -> list[Record]:
+    """The noop family measures the orchestrator: no torch work, a passing row per mode."""
+    time.sleep(float(entry.kwargs.get("sleep_s", 0.0)))
+    for record in records:
+        record.stage_status = dict.fromkeys(record.stage_status, "skipped")
+        record.finished_at = time.time()
+        record.apply_expectation(entry.expectation(record.mode))
     return records
 
 

@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 
 from exporter.families import (COMMON_KEYS, SOURCES, FamilyError, FamilyModel,
                                FamilyUnavailable, UnknownModel, expand, family_keys)
+from exporter.manifest import load_manifest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +46,9 @@ def _expand_manifest(path: Path) -> list[FamilyModel]:
 # --------------------------------------------------------------------------- expansion
 
 def test_sources_and_family_keys() -> None:
-    assert SOURCES == ("torchvision", "timm", "transformers")
+    assert SOURCES == ("torchvision", "timm", "transformers", "noop")
     assert family_keys("torchvision") == frozenset({"tasks"})
+    assert family_keys("noop") == frozenset({"count", "sleep_s"})
     assert family_keys("timm") == frozenset()
     assert family_keys("transformers") == frozenset()
     with pytest.raises(FamilyError, match="unknown family source"):
@@ -140,7 +143,7 @@ def test_manifests_expand() -> None:
     nightly = _expand_manifest(MANIFESTS / "nightly.yaml")
     assert len(nightly) >= 300
     assert len({m.name for m in nightly}) == len(nightly)
-    assert {m.tags[0] for m in nightly} == set(SOURCES)
+    assert {m.tags[0] for m in nightly} == set(SOURCES) - {"noop"}     # real models only
     full = _expand_manifest(MANIFESTS / "full.yaml")
     assert len(full) > len(nightly)
 
@@ -191,3 +194,37 @@ def test_input_sizes_follow_model_config() -> None:
     assert whisper["kwargs"]["decoder_input_ids"].max() < config.vocab_size
     assert config.pad_token_id < config.vocab_size and config.use_cache is False
     assert isinstance(whisper["kwargs"]["decoder_input_ids"], torch.Tensor)
+
+
+# --------------------------------------------------------------------------- noop
+
+def test_noop_entries_run_without_torch_work(write_manifest):
+    from exporter.pipeline import run_entry
+    from exporter.spec import PipelineOptions
+    m = load_manifest(write_manifest("""
+        version: 1
+        families:
+          - {source: noop, count: 12, sleep_s: 0.05,
+             overrides: {"noop/000011": {expect: {status: FAIL}}}}
+    """))
+    assert [e.name for e in m.entries][:2] == ["noop/000000", "noop/000001"]
+    assert len(m.entries) == 12 and {e.family for e in m.entries} == {"noop"}
+    started = time.monotonic()
+    records = run_entry(m.entries[0], PipelineOptions())      # no reload process started
+    assert 0.05 <= time.monotonic() - started < 1.0
+    assert [(r.mode, r.status) for r in records] == [("non-strict", "PASS"), ("strict", "PASS")]
+    assert all(set(r.stage_status.values()) == {"skipped"} and r.finished_at for r in records)
+    assert {r.status for r in run_entry(m.entries[11], PipelineOptions())} == {"XPASS"}
+
+
+@pytest.mark.parametrize("spec, phrase", [
+    ("{source: noop, count: 0}", "count must be an integer from 1"),
+    ("{source: noop, count: 2.5}", "count must be an integer from 1"),
+    ("{source: noop, sleep_s: -1}", "sleep_s must be a number of seconds"),
+    ("{source: noop, sleep_s: yes}", "sleep_s must be a number of seconds"),
+    ("{source: noop, include: ['7']}", "noop entries are numbered 0 to count - 1"),
+])
+def test_bad_noop_specs_are_manifest_errors(write_manifest, spec, phrase):
+    from exporter.errors import ExportsweepError
+    with pytest.raises(ExportsweepError, match=phrase):
+        load_manifest(write_manifest(f"version: 1\nfamilies:\n  - {spec}\n"))

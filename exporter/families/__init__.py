@@ -29,7 +29,7 @@ __all__ = [
     "UnknownModel", "expand", "family_keys", "import_library",
 ]
 
-SOURCES: tuple[str, ...] = ("torchvision", "timm", "transformers")
+SOURCES: tuple[str, ...] = ("torchvision", "timm", "transformers", "noop")
 
 #: Keys every family spec may carry; they are interpreted by the manifest parser
 #: (overrides, defaults) or by :func:`expand` (include, exclude, limit).
