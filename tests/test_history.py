@@ -34,9 +34,13 @@ def test_the_next_run_starts_the_slowest_entry_first(write_manifest, tmp_path):
     assert _started_order(out, "n1") == ["quick", "slow", "quick2"]     # nothing known yet
     history = entry_history(str(out))
     assert history.runs == ("n1",) and history.problems == ()
-    assert history.seconds["slow"] > max(history.seconds["quick"], history.seconds["quick2"]) > 0
+    assert set(history.seconds) == {"quick", "slow", "quick2"}
+    assert min(history.seconds.values()) > 0
+    # Normally "slow"; on a loaded machine the first entry's warm-up may outlast it: the
+    # order follows what was measured, whatever it was.
+    longest = max(history.seconds, key=history.seconds.__getitem__)
     run_sweep(manifest, SweepConfig(out=str(out), run_id="n2"), out=devnull)
-    assert _started_order(out, "n2")[0] == "slow"
+    assert _started_order(out, "n2")[0] == longest
     run_sweep(manifest, SweepConfig(out=str(out), run_id="n3", schedule="manifest"),
               out=devnull)
     assert _started_order(out, "n3") == ["quick", "slow", "quick2"]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.execute.scheduling import RecyclePolicy, RetryPolicy, WorkItem, WorkQueue, can_run
+from orchestrator.execute.scheduling import (BatchPolicy, RecyclePolicy, RetryPolicy, WorkItem,
+                                             WorkQueue, can_run)
 from orchestrator.results.runs import read_final_rows
 
 from conftest import REPO
@@ -141,6 +142,78 @@ def test_faults_are_rows_and_the_sweep_goes_on(write_manifest, tmp_path):
     assert len(rows) == 10          # 7 entries, 3 of them crashed once and were retried
 
 
+def test_batches_are_only_for_cheap_entries_and_never_starve_the_tail(write_manifest):
+    from dataclasses import replace
+
+    from exporter.manifest import load_manifest
+    policy = BatchPolicy()
+    assert policy.size(queued=10_000, workers=2) == 1            # nothing known: one at a time
+    policy.observe(entries=1, seconds=12.0)
+    assert policy.size(queued=10_000, workers=2) == 1            # real models: one at a time
+    policy = BatchPolicy()
+    policy.observe(entries=100, seconds=0.01)                    # 0.1 ms each
+    assert policy.size(queued=10_000, workers=2) == policy.max_size
+    assert policy.size(queued=40, workers=2) == 10               # a fair share of the tail
+    policy.observe(entries=100, seconds=1.0)                     # slower now: 10 ms each
+    assert 10 < policy.size(queued=10_000, workers=2) < policy.max_size
+    m = load_manifest(write_manifest("version: 1\nentries:" + "".join(
+        ENTRY.format(name=f"e{i}", file="tiny", factory="make_mlp", modes="[strict]")
+        for i in range(6))))
+    items = [WorkItem(e, e.modes) for e in m.entries]
+    items[3] = replace(items[3], solo=True)
+    queue = WorkQueue(items)
+    assert [i.entry.name for i in queue.take_batch("cpu", 5)] == ["e0", "e1", "e2", "e4", "e5"]
+    assert [i.entry.name for i in queue.take_batch("cpu", 5)] == ["e3"]    # alone
+    assert queue.take_batch("cpu", 5) == []
+
+
+def test_a_batch_whose_worker_dies_is_rerun_entry_by_entry(write_manifest, tmp_path):
+    """Cheap entries travel in batches; a crash inside one splits it: the crashing entry
+    gets its own WORKER_CRASH rows, every other entry exactly one PASS row."""
+    # include, then entries, then families: the crashing entry sits between 200 noops
+    path = write_manifest("""
+        version: 1
+        include: [first.yaml]
+        defaults: {modes: [non-strict], timeout_s: 60}
+        entries:
+          - {name: crash, entrypoint: models/faults.py:make_segfault, inputs: [{shape: [2, 3]}]}
+        families:
+          - {source: noop, count: 400, include: ["0002*", "0003*"]}
+    """)
+    (path.parent / "first.yaml").write_text(
+        'version: 1\nfamilies:\n  - {source: noop, count: 400, include: ["0000*", "0001*"]}\n')
+    out = tmp_path / "out"
+    proc = _run(str(path), "--out", str(out), "--run-id", "batched", "--cpu-workers", "2",
+                "--schedule", "manifest")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    finals = [r for r in rows if r["final"]]
+    assert len(finals) == 401 and len({r["entry"] for r in finals}) == 401     # exactly once
+    crash = [r for r in rows if r["entry"] == "crash"]
+    assert [r["category"] for r in crash] == ["WORKER_CRASH", "WORKER_CRASH"]  # retried alone
+    assert all(r["status"] == "PASS" for r in finals if r["entry"] != "crash")
+    files = list((out / "run_id=batched").glob("part-*.parquet"))
+    assert len(files) < 200, len(files)                  # batches: one file per call
+    events = [json.loads(line) for line in
+              (out / "run_id=batched" / "_logs" / "driver.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "batch split" for e in events)
+
+
+def test_the_driver_of_a_ray_sweep_never_imports_torch(write_manifest, tmp_path):
+    """torch is half a gigabyte of RSS: the driver holds the queue and the rows, never a
+    model, so neither it nor anything it unpickles (rows) may import torch."""
+    path = write_manifest("version: 1\ndefaults: {modes: [non-strict]}\n"
+                          "families:\n  - {source: noop, count: 40}\n")
+    code = ("import sys\nfrom orchestrator.cli import main\n"
+            f"code = main(['run', {str(path)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+            "assert code == 0, code\n"
+            "assert 'torch' not in sys.modules, 'the driver imported torch'\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(_rows(tmp_path / "out")) == 40
+
+
 def test_driver_sigkill_then_resume_completes_without_duplicates(write_manifest, tmp_path):
     names = [f"slow{i}" for i in range(8)]
     path = _manifest(write_manifest, *[(n, "faults", "make_slow") for n in names])
@@ -167,6 +240,32 @@ def test_driver_sigkill_then_resume_completes_without_duplicates(write_manifest,
     assert all(r["status"] == "PASS" for r in rows)
     meta = json.loads((run_dir / "_run.json").read_text())
     assert meta["resumed_from_rows"] == len(before) and meta["rows"] == len(names)
+
+
+def test_driver_sigkill_amid_batches_then_resume_is_exactly_once(write_manifest, tmp_path):
+    """Batched calls write one file per call: a kill loses the batches in flight, never
+    half a batch, and --resume runs exactly what has no row."""
+    path = write_manifest("version: 1\ndefaults: {modes: [non-strict]}\n"
+                          "families:\n  - {source: noop, count: 4000, sleep_s: 0.002}\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(BIN / "exportsweep"), "run", str(path), "--out", str(out),
+                             "--run-id", "killed", "--cpu-workers", "2"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    run_dir = out / "run_id=killed"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if run_dir.exists() and len(list(run_dir.glob("part-*.parquet"))) >= 6:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {(r["entry"], r["mode"]) for r in _rows(out)}
+    assert 6 <= len(before) < 4000, len(before)
+    resumed = _run(str(path), "--out", str(out), "--resume", "killed", "--cpu-workers", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    finals = [r["entry"] for r in _rows(out) if r["final"]]
+    assert len(finals) == len(set(finals)) == 4000
 
 
 @pytest.mark.parametrize("limit", [("--recycle-after", "1"), ("--max-worker-rss-mb", "1")],

@@ -11,6 +11,11 @@ from exporter.status import ATTENTION, FAILED, PASSING, STATUSES
 from exporter.text import printable
 
 
+# The row columns the summary reads.
+SUMMARY_COLUMNS = ("entry", "mode", "family", "status", "category", "failed_stage", "message",
+                   "expected", "repro", "total_s")
+
+
 def count_statuses(rows: list[dict[str, Any]]) -> dict[str, int]:
     counts = Counter(r["status"] for r in rows)
     return {s: counts[s] for s in STATUSES if counts[s]}

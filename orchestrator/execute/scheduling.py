@@ -25,6 +25,7 @@ class WorkItem:
     entry: Entry
     modes: tuple[str, ...]
     attempt: int = 1
+    solo: bool = False      # never batched: it was in a batch that failed as a whole
 
     def retry(self) -> "WorkItem":
         return replace(self, attempt=self.attempt + 1)
@@ -52,6 +53,22 @@ class WorkQueue:
                 return item
         return None
 
+    def take_batch(self, pool: str, size: int) -> list[WorkItem]:
+        """Up to ``size`` items this pool can run, in order; an item marked ``solo`` only
+        alone (it was in a batch that failed as a whole)."""
+        batch: list[WorkItem] = []
+        i = 0
+        while i < len(self._items) and len(batch) < size:
+            item = self._items[i]
+            if not can_run(pool, item.entry.device) or (item.solo and batch):
+                i += 1
+                continue
+            del self._items[i]          # near the front: cheap on a deque
+            batch.append(item)
+            if item.solo:
+                break
+        return batch
+
     def put(self, item: WorkItem) -> None:
         self._items.append(item)
 
@@ -62,6 +79,31 @@ class WorkQueue:
         for item in stuck:
             self._items.remove(item)
         return stuck
+
+
+@dataclass
+class BatchPolicy:
+    """How many entries one worker call takes. One, as long as entries cost seconds (then a
+    deadline, a crash or a kill concerns exactly one entry); when they cost milliseconds
+    (the noop family, a cached or trivial model) the per-call overhead of Ray would decide
+    the sweep's speed, so a call takes as many as fill ``target_call_s`` by the running
+    average, never more than a fair share of what is left. A batch that times out or whose
+    worker dies goes back to the queue entry by entry, each to run alone."""
+
+    target_call_s: float = 0.25
+    max_size: int = 256
+    per_entry_s: float | None = None       # running average of finished calls
+
+    def observe(self, entries: int, seconds: float) -> None:
+        each = seconds / max(1, entries)
+        self.per_entry_s = each if self.per_entry_s is None else \
+            0.8 * self.per_entry_s + 0.2 * each
+
+    def size(self, queued: int, workers: int) -> int:
+        if self.per_entry_s is None or self.per_entry_s >= self.target_call_s:
+            return 1
+        fair = max(1, queued // max(1, 2 * workers))
+        return max(1, min(self.max_size, fair, int(self.target_call_s / self.per_entry_s)))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ entries finish.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
+import re
 import platform
 import subprocess
 import sys
@@ -18,7 +21,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
 import structlog
-import torch
 
 import exporter
 from exporter.errors import UsageError
@@ -28,10 +30,9 @@ from exporter.schema import RowContext
 from exporter.spec import Entry
 from orchestrator.execute import console, logs
 from orchestrator.execute.config import RayConfig, SweepConfig
-from orchestrator.execute.entry import run_one
 from orchestrator.execute.scheduling import WorkItem, order_items, pending_items
 from orchestrator.results.claim import claim_run, check_out
-from orchestrator.results.clusters import cluster_rows, write_clusters
+from orchestrator.results.clusters import CLUSTER_COLUMNS, cluster_rows, write_clusters
 from orchestrator.results.compact import CompactError, compact_run
 from orchestrator.results.history import entry_history
 from orchestrator.results.layout import RunMeta
@@ -143,7 +144,8 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
     meta.finished_at = _iso(finished)
     # A resumed run's wall time is that of all its executions.
     meta.wall_s = round(sum(a.get("wall_s") or 0.0 for a in meta.history), 2)
-    written = read_run(config.out, config.run_id, meta)
+    written = read_run(config.out, config.run_id, meta,
+                       columns=console.SUMMARY_COLUMNS + CLUSTER_COLUMNS)
     final = written.final_rows
     found = cluster_rows(final)
     write_clusters(config.out, config.run_id, found)
@@ -167,7 +169,10 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
 def _run_in_process(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
                     sink: ResultSink, logger: Any, on_rows: Callable[[list[dict[str, Any]]], None]
                     ) -> None:
-    ctx = RowContext(run_id=config.run_id, torch_version=torch.__version__,
+    # Imported here: a sweep on Ray never runs a model in the driver, which then need not pay
+    # for torch (half a gigabyte of RSS).
+    from orchestrator.execute.entry import run_one
+    ctx = RowContext(run_id=config.run_id, torch_version=installed_torch_version(),
                      exportsweep_version=exporter.__version__)
     logger = logger.bind(worker=ctx.worker_id)
     with FreshLoader(log_path=sink.log_path("freshload.log")) as loader:
@@ -190,12 +195,32 @@ def run_metadata(manifest: Manifest, config: SweepConfig, entries: tuple[Entry, 
         selected_entries=len(entries),
         only=list(config.only),
         pipeline={k: getattr(config.pipeline, k) for k in config.pipeline.__dataclass_fields__},
-        versions={"exportsweep": exporter.__version__, "torch": torch.__version__,
+        versions={"exportsweep": exporter.__version__, "torch": installed_torch_version(),
                   "python": platform.python_version(), "git_commit": _git_commit()},
         resources={"cpus": os.cpu_count(), "memory_gb": _memory_gb(),
                    "hostname": platform.node()},
         started_at=_iso(started),
     )
+
+
+def installed_torch_version() -> str | None:
+    """torch's ``__version__`` (``2.14.1+cu130``: the build counts), read from its
+    ``version.py`` without importing torch."""
+    try:
+        spec = importlib.util.find_spec("torch")
+        folder = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations \
+            else None
+        with open(os.path.join(folder, "version.py")) as f:   # type: ignore[arg-type]
+            found = re.search(r"^__version__\s*(?::\s*str\s*)?=\s*['\"]([^'\"]+)['\"]",
+                              f.read(), re.M)
+    except (OSError, TypeError, ImportError, ValueError):
+        found = None
+    if found:
+        return found.group(1)
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def manifest_hash(manifest: Manifest) -> str:

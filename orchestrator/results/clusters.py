@@ -29,6 +29,11 @@ CLUSTER_SCHEMA = pa.schema([
 ], metadata={"exportsweep.clusters_version": "1"})
 
 
+# The row columns clustering reads (a reader can fetch only these).
+CLUSTER_COLUMNS = ("run_id", "entry", "mode", "status", "signature", "category", "failed_stage",
+                   "exception_type", "error_code", "message", "user_frame", "repro")
+
+
 @dataclass
 class Cluster:
     run_id: str

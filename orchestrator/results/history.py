@@ -36,7 +36,7 @@ def entry_history(out: str, exclude: tuple[str, ...] = (), recent: int = RECENT_
     seconds: dict[str, float] = {}
     for run_id in reversed(runs):                 # newest first: the first duration wins
         try:
-            data = read_run(out, run_id)
+            data = read_run(out, run_id, columns=("started_at",))
         except Exception as exc:  # noqa: BLE001 - a damaged old run must not stop a sweep
             problems.append(f"run {run_id}: not read for scheduling ({type(exc).__name__})")
             continue

@@ -138,11 +138,13 @@ def previous_run(out: str, run_id: str, runs: list[RunInfo] | None = None) -> st
     return ids[i - 1] if i > 0 else None
 
 
-def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
-             ) -> tuple[RunFiles, dict[str, pa.Table]]:
+def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool,
+             columns: tuple[str, ...] | None = None) -> tuple[RunFiles, dict[str, pa.Table]]:
     """Open every Parquet file of the run once (in parallel: an object store answers each
     request in tens of ms), check it, and with ``read`` keep its rows, conformed to the
-    schema.  Nothing here raises for damage: it becomes ``RunFiles.problems``."""
+    schema (to these ``columns`` of it only).  Nothing here raises for damage: it becomes
+    ``RunFiles.problems``."""
+    schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
     folder = loc.path(run_dir_name(run_id))
     found = RunFiles()
     try:
@@ -157,7 +159,10 @@ def scan_run(loc: Location, run_id: str, meta: RunMeta | None, read: bool
     def open_one(name: str) -> tuple[int, list[str], pa.Table | None]:
         pf = storage.open_parquet(loc, posixpath.join(folder, name))
         replaces = _replaced_names((pf.schema_arrow.metadata or {}).get(REPLACES_KEY.encode()))
-        table = conform(pf.read()) if read else None
+        table = None
+        if read:
+            present = [c for c in schema.names if c in pf.schema_arrow.names]
+            table = conform(pf.read(columns=present if columns is not None else None), schema)
         return pf.metadata.num_rows, replaces, table
 
     footers: dict[str, int] = {}
@@ -206,14 +211,15 @@ class SchemaMismatch(ValueError):
     """A file's column holds values of another type than the schema's."""
 
 
-def conform(table: pa.Table) -> pa.Table:
-    """``table`` with exactly the schema's columns.  Files of an older schema version lack
+def conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """``table`` with exactly the columns of ``schema`` (the row schema or a projection of
+    it).  Files of an older schema version lack
     newer columns (read as null: the schema only ever grows by nullable columns); unknown
     columns are dropped; a column of another type than the schema's is damage, never cast
     (an int column cast to strings would read as plausible names), and the file is refused
     (:class:`SchemaMismatch`)."""
     columns = []
-    for fld in SCHEMA:
+    for fld in schema:
         if fld.name not in table.column_names:
             columns.append(pa.nulls(table.num_rows, fld.type))
             continue
@@ -222,7 +228,7 @@ def conform(table: pa.Table) -> pa.Table:
             raise SchemaMismatch(f"column {fld.name!r} is {column.type}, the schema says "
                                  f"{fld.type}")
         columns.append(column)
-    return pa.Table.from_arrays(columns, schema=SCHEMA)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _replaced_names(raw: bytes | None) -> list[str]:
@@ -234,16 +240,24 @@ def _replaced_names(raw: bytes | None) -> list[str]:
     return names
 
 
-def read_run(out: str, run_id: str, meta: RunMeta | None = None) -> RunData:
+# What picking the final rows needs, whatever else a reader asks for.
+FINAL_KEYS = ("entry", "mode", "status", "attempt", "final", "finished_at")
+
+
+def read_run(out: str, run_id: str, meta: RunMeta | None = None,
+             columns: tuple[str, ...] | None = None) -> RunData:
     """All of a run's rows (checked), its final rows and what is wrong with it.  ``meta``:
     the run's record when the caller holds a newer one than ``_run.json`` (the sweep, at its
-    end, before writing it)."""
+    end, before writing it).  ``columns``: read only these (and :data:`FINAL_KEYS`): a
+    100,000-row run as dicts of every column is gigabytes."""
+    if columns is not None:
+        columns = tuple(dict.fromkeys((*FINAL_KEYS, *columns)))
     loc = storage.location(out)
     problems: list[str] = []
     if meta is None:
         meta, meta_problems = read_meta(out, run_id)
         problems += meta_problems
-    files, tables = scan_run(loc, run_id, meta, read=True)
+    files, tables = scan_run(loc, run_id, meta, read=True, columns=columns)
     problems = list(files.problems) + problems
     rows, row_problems = _checked_rows([tables[n] for n in sorted(tables)])
     problems += row_problems

@@ -1,4 +1,4 @@
-"""The supervisor: a hand-rolled ``ray.wait`` loop over pools of one-entry-at-a-time actors.
+"""The supervisor: a hand-rolled ``ray.wait`` loop over pools of one-call-at-a-time actors.
 
 Why not ActorPool or Ray Data (docs/design.md): neither can kill and replace a hung
 actor, say which input a dead actor was running, or leave retries to us.  Here every actor has ``max_restarts=0`` and every call
@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 import structlog
-from ray.exceptions import ActorDiedError, ActorUnavailableError, OutOfMemoryError, RayTaskError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, OutOfMemoryError
 
 from exporter.errors import OrchestratorError
 from exporter.record import new_record
@@ -25,7 +25,7 @@ from exporter.spec import PipelineOptions
 from exporter.taxonomy import INFRA_ERROR, OOM, TIMEOUT, WORKER_CRASH, Failure
 from orchestrator.execute.config import RayConfig
 from orchestrator.execute.ray.worker import ExportWorker
-from orchestrator.execute.scheduling import WorkItem, WorkQueue
+from orchestrator.execute.scheduling import BatchPolicy, WorkItem, WorkQueue
 from orchestrator.results.sink import ResultSink
 
 log = structlog.get_logger("exportsweep.supervisor")
@@ -47,9 +47,18 @@ class Slot:
 @dataclass
 class Flight:
     slot: Slot
-    item: WorkItem
+    items: list[WorkItem]               # one entry, or a batch of cheap ones
     started: float
     deadline: float
+
+    @property
+    def item(self) -> WorkItem:
+        """The entry of a one-entry flight (faults are judged per entry: batches split)."""
+        return self.items[0]
+
+    @property
+    def batched(self) -> bool:
+        return len(self.items) > 1
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Supervisor:
     counter: int = 0
     start_failures: int = 0
     max_start_failures: int = 8         # starts that fail before the run is given up (exit 3)
+    batching: BatchPolicy = field(default_factory=BatchPolicy)
     node_verdict_s: float = 10.0        # how long a dead worker's node may take to be declared dead
 
     # -- workers --------------------------------------------------------------------------------
@@ -138,15 +148,21 @@ class Supervisor:
         for slot in list(self.slots):
             if slot.ready_ref is not None or slot.worker_id in busy:
                 continue
-            item = queue.take(slot.pool)
-            if item is None:
+            items = queue.take_batch(slot.pool, self.batching.size(len(queue), len(self.slots)))
+            if not items:
                 continue
             now = time.monotonic()
-            timeout = self.config.timeout_s or item.entry.timeout_s
-            ref = slot.actor.run.remote(item.entry, item.modes, item.attempt)
-            self.inflight[ref] = Flight(slot, item, now, now + timeout)
-            log.debug("dispatched", entry=item.entry.name, worker=slot.worker_id,
-                      attempt=item.attempt)
+            # A batch is expected to take a fraction of one entry's deadline; one that
+            # takes longer is split and its entries rerun alone, each with its own.
+            timeout = self.config.timeout_s or max(i.entry.timeout_s for i in items)
+            if len(items) == 1:
+                item = items[0]
+                ref = slot.actor.run.remote(item.entry, item.modes, item.attempt)
+            else:
+                ref = slot.actor.run_batch.remote([(i.entry, i.modes, i.attempt) for i in items])
+            self.inflight[ref] = Flight(slot, items, now, now + timeout)
+            log.debug("dispatched", entry=items[0].entry.name, entries=len(items),
+                      worker=slot.worker_id, attempt=items[0].attempt)
 
     def _wait_s(self) -> float:
         if not self.inflight:
@@ -180,32 +196,55 @@ class Supervisor:
         slot, item = flight.slot, flight.item
         try:
             result = ray.get(ref)
-        except OutOfMemoryError as exc:
-            # Ray's memory monitor killed the worker. Its message mentions OOM, but so does every
-            # death message: only the exception class is trusted.
-            self._fault(flight, OOM, exc, queue)
-        except (ActorDiedError, ActorUnavailableError) as exc:
-            if self._node_lost(slot):
-                log.warning("node lost: entry requeued", entry=item.entry.name,
-                            worker=slot.worker_id, node=slot.node_id)
-                queue.put(item)
-                self._replace(slot, "node lost")
+        except Exception as exc:  # noqa: BLE001 - a batch is judged entry by entry, alone
+            if flight.batched:
+                lost = isinstance(exc, (ActorDiedError, ActorUnavailableError)) and \
+                    self._node_lost(slot)
+                self._split(flight, queue, f"{type(exc).__name__}: "
+                                           f"{_first_lines(str(exc), 1)}", node_lost=lost)
+            elif isinstance(exc, OutOfMemoryError):
+                # Ray's memory monitor killed the worker. Its message mentions OOM, but so
+                # does every death message: only the exception class is trusted.
+                self._fault(flight, OOM, exc, queue)
+            elif isinstance(exc, (ActorDiedError, ActorUnavailableError)):
+                if self._node_lost(slot):
+                    log.warning("node lost: entry requeued", entry=item.entry.name,
+                                worker=slot.worker_id, node=slot.node_id)
+                    queue.put(item)
+                    self._replace(slot, "node lost")
+                else:
+                    # Judged later: a crash, unless the node turns out to be gone.
+                    self.suspects.append(Suspect(flight, exc, time.monotonic()))
+                    self._replace(slot, "worker died")
             else:
-                # Judged later: a crash, unless the node turns out to be gone.
-                self.suspects.append(Suspect(flight, exc, time.monotonic()))
-                self._replace(slot, "worker died")
-        except RayTaskError as exc:
-            # run_entry never raises for model failures, so this is our own bug or a result
-            # that could not travel: a classified row either way, and the worker is replaced.
-            self._fault(flight, INFRA_ERROR, exc, queue, retry=False)
-        except Exception as exc:  # noqa: BLE001 - e.g. a result that fails to deserialize
-            self._fault(flight, INFRA_ERROR, exc, queue, retry=False)
+                # RayTaskError: run_entry never raises for model failures, so this is our own
+                # bug, or a result that could not travel (or deserialize): a classified row
+                # either way, and the worker is replaced.
+                self._fault(flight, INFRA_ERROR, exc, queue, retry=False)
         else:
-            slot.served += 1
-            self._emit(result["rows"])
-            if self.config.recycle.should_recycle(slot.served, result.get("rss_mb")):
-                self._replace(slot, f"recycled after {slot.served} entries, "
-                                    f"rss {result.get('rss_mb')} MiB")
+            self._finished(flight, result)
+
+    def _finished(self, flight: Flight, result: dict[str, Any]) -> None:
+        slot = flight.slot
+        slot.served += len(flight.items)
+        self.batching.observe(len(flight.items), time.monotonic() - flight.started)
+        groups = result["rows"] if flight.batched else [result["rows"]]
+        self.sink.write([r for rows in groups for r in rows])       # one file per call
+        for rows in groups:
+            self.on_rows(rows)
+        if self.config.recycle.should_recycle(slot.served, result.get("rss_mb")):
+            self._replace(slot, f"recycled after {slot.served} entries, "
+                                f"rss {result.get('rss_mb')} MiB")
+
+    def _split(self, flight: Flight, queue: WorkQueue, reason: str, node_lost: bool) -> None:
+        """A batch failed as a whole (its worker died or hung): nothing says which entry did
+        it, so each goes back to the queue to run alone, no attempt counted; the guilty one
+        then fails on its own, with its own row and retries."""
+        for item in flight.items:
+            queue.put(item if node_lost else replace(item, solo=True))
+        log.warning("batch split", entries=len(flight.items), worker=flight.slot.worker_id,
+                    reason=reason)
+        self._replace(flight.slot, "node lost" if node_lost else "batch failed")
 
     def _expire(self, queue: WorkQueue) -> None:
         now = time.monotonic()
@@ -213,6 +252,9 @@ class Supervisor:
             if now < flight.deadline:
                 continue
             self.inflight.pop(ref)
+            if flight.batched:
+                self._split(flight, queue, "batch past its deadline", node_lost=False)
+                continue
             elapsed = now - flight.started
             message = (f"no result after {elapsed:.1f} s (deadline "
                        f"{flight.deadline - flight.started:g} s): the worker was killed")

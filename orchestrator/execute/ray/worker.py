@@ -1,62 +1,35 @@
-"""The export worker: a Ray actor that runs the whole pipeline for one entry at a time.
+"""The export worker actor: a torch-free shell around :mod:`.runtime`.
 
-It is deliberately thin: :func:`orchestrator.execute.entry.run_one` does the work, exactly as
-the in-process executor does; the worker adds where the rows ran (worker, pool, node,
-attempt) and its memory.  It never retries anything: the supervisor owns every retry
-decision (``max_restarts=0``).
+The driver imports this module to create actors (Ray pickles the class by reference), so it
+must not import torch: torch alone is half a gigabyte of RSS, which a driver holding 100,000
+entries cannot spare. The heavy half is imported in ``__init__``, which runs in the worker's
+own process.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
 
-import ray
-import structlog
-import torch
-
-import exporter
-from exporter.freshload import FreshLoader
-from exporter.pipeline import rss_bytes
-from exporter.schema import RowContext
 from exporter.spec import Entry, PipelineOptions
-from orchestrator.execute.entry import run_one
 
 
 class ExportWorker:
-    """Wrapped with ``ray.remote`` by the supervisor."""
+    """Wrapped with ``ray.remote`` by the supervisor; every call goes to the runtime."""
 
     def __init__(self, worker_id: str, pool: str, run_id: str, manifest_path: str,
                  options: PipelineOptions, threads: int, log_dir: str | None) -> None:
-        self.worker_id, self.pool, self.run_id = worker_id, pool, run_id
-        self.manifest_path = manifest_path
-        self.options = options
-        torch.set_num_threads(max(1, threads))
-        self.node_id = ray.get_runtime_context().get_node_id()
-        self.cuda = torch.cuda.is_available()
-        self.loader = FreshLoader(log_path=os.path.join(log_dir, f"freshload-{worker_id}.log")
-                                  if log_dir else None)
-        self.loader.start()
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """Pay the first export's one-time costs before the first deadline starts."""
-        torch.export.export(torch.nn.Linear(2, 2), (torch.ones(1, 2),))
+        from orchestrator.execute.ray.runtime import WorkerRuntime   # in the worker's process
+        self.runtime = WorkerRuntime(worker_id, pool, run_id, manifest_path, options, threads,
+                                     log_dir)
 
     def ready(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "node_id": self.node_id, "hostname": socket.gethostname(),
-                "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cuda": self.cuda}
+        return self.runtime.ready()
 
     def run(self, entry: Entry, modes: tuple[str, ...], attempt: int) -> dict[str, Any]:
-        """Run one entry; return {"rows": [...], "rss_mb": float} with only plain values."""
-        logger = structlog.get_logger("exportsweep.worker").bind(run=self.run_id,
-                                                                 worker=self.worker_id)
-        ctx = RowContext(run_id=self.run_id, worker_id=self.worker_id, attempt=attempt,
-                         pool=self.pool, node_id=self.node_id, torch_version=torch.__version__,
-                         exportsweep_version=exporter.__version__)
-        rows = run_one(entry, modes, self.options, ctx, self.manifest_path, self.loader, logger)
-        return {"rows": rows, "rss_mb": round(rss_bytes() / 2**20, 1)}
+        return self.runtime.run(entry, modes, attempt)
+
+    def run_batch(self, items: list[tuple[Entry, tuple[str, ...], int]]) -> dict[str, Any]:
+        return self.runtime.run_batch(items)
 
     def shutdown(self) -> None:
-        self.loader.close()
+        self.runtime.shutdown()
