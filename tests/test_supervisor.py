@@ -242,6 +242,7 @@ def test_driver_sigkill_then_resume_completes_without_duplicates(write_manifest,
     assert meta["resumed_from_rows"] == len(before) and meta["rows"] == len(names)
 
 
+@pytest.mark.slow
 def test_driver_sigkill_amid_batches_then_resume_is_exactly_once(write_manifest, tmp_path):
     """Batched calls write one file per call: a kill loses the batches in flight, never
     half a batch, and --resume runs exactly what has no row."""
@@ -268,8 +269,11 @@ def test_driver_sigkill_amid_batches_then_resume_is_exactly_once(write_manifest,
     assert len(finals) == len(set(finals)) == 4000
 
 
-@pytest.mark.parametrize("limit", [("--recycle-after", "1"), ("--max-worker-rss-mb", "1")],
-                         ids=["after-one-entry", "above-a-memory-ceiling"])
+@pytest.mark.parametrize("limit", [
+    pytest.param(("--recycle-after", "1"), id="after-one-entry"),
+    # the same replacement path, triggered by memory instead (slow: the default run has one)
+    pytest.param(("--max-worker-rss-mb", "1"), id="above-a-memory-ceiling",
+                 marks=pytest.mark.slow)])
 def test_workers_are_recycled_without_failing_entries(write_manifest, tmp_path, limit):
     path = _manifest(write_manifest, *[(f"g{i}", "tiny", "make_guard") for i in range(3)])
     out = tmp_path / "out"
