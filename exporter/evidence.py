@@ -107,6 +107,10 @@ class Chain:
                 return e
         return None
 
+    def observed(self) -> tuple[str, str] | None:
+        """(type, message) of the first exception in the chain Dynamo saw the model raise."""
+        return next(filter(None, map(observed_exception, self.excs)), None)
+
     def root_cause(self) -> str:
         """The innermost exception of the explicit ``raise ... from`` chain, as 'Type: text'.
 
@@ -324,7 +328,7 @@ def user_check(chain: Chain) -> Found | None:
         if gb != "Observed exception" or not stack:
             continue
         line = linecache.getline(stack[-1].filename, stack[-1].lineno or 0)
-        observed = next(filter(None, map(observed_exception, chain.excs)), None)
+        observed = chain.observed()
         if _CHECK_CALL.search(line) and observed is not None:
             text = _check_message(observed[1])
             return Found(f"torch._check: {text}", text)
@@ -361,7 +365,7 @@ def observed(chain: Chain) -> Found | None:
     """Strict mode's 'Observed exception' means the traced Python itself raised; name what."""
     for e, gb in chain.gb_types():
         if gb == "Observed exception":
-            seen = next(filter(None, map(observed_exception, chain.excs)), None)
+            seen = chain.observed()
             return Found(f"Observed exception: {seen[0]}({seen[1]!r})"[:200] if seen else gb)
     return None
 

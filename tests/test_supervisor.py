@@ -48,6 +48,24 @@ def _rows(out: Path) -> list[dict]:
     return ds.dataset(str(out), partitioning="hive").to_table().to_pylist()
 
 
+def _killed_after_files(path: Path, out: Path, files: int, within_s: float) -> Path:
+    """Run ``path`` as run ``killed`` on two workers; SIGKILL the driver and its embedded Ray
+    once the run holds ``files`` result files (or after ``within_s``). Returns its folder."""
+    proc = subprocess.Popen([str(BIN / "exportsweep"), "run", str(path), "--out", str(out),
+                             "--run-id", "killed", "--cpu-workers", "2"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    run_dir = out / "run_id=killed"
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if run_dir.exists() and len(list(run_dir.glob("part-*.parquet"))) >= files:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)          # mid-run
+    proc.wait()
+    return run_dir
+
+
 # -- policy, no Ray ----------------------------------------------------------------------------
 
 def test_routing_and_pull_dispatch(write_manifest):
@@ -218,18 +236,7 @@ def test_driver_sigkill_then_resume_completes_without_duplicates(write_manifest,
     names = [f"slow{i}" for i in range(8)]
     path = _manifest(write_manifest, *[(n, "faults", "make_slow") for n in names])
     out = tmp_path / "out"
-    cmd = [str(BIN / "exportsweep"), "run", str(path), "--out", str(out), "--run-id", "killed",
-           "--cpu-workers", "2"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    run_dir = out / "run_id=killed"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if run_dir.exists() and len(list(run_dir.glob("part-*.parquet"))) >= 2:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)          # the driver and its embedded Ray, mid-run
-    proc.wait()
+    run_dir = _killed_after_files(path, out, files=2, within_s=180)
     before = {(r["entry"], r["mode"]) for r in _rows(out)}
     assert 2 <= len(before) < len(names), before
     resumed = _run(str(path), "--out", str(out), "--resume", "killed", "--cpu-workers", "2")
@@ -249,18 +256,7 @@ def test_driver_sigkill_amid_batches_then_resume_is_exactly_once(write_manifest,
     path = write_manifest("version: 1\ndefaults: {modes: [non-strict]}\n"
                           "families:\n  - {source: noop, count: 4000, sleep_s: 0.002}\n")
     out = tmp_path / "out"
-    proc = subprocess.Popen([str(BIN / "exportsweep"), "run", str(path), "--out", str(out),
-                             "--run-id", "killed", "--cpu-workers", "2"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    run_dir = out / "run_id=killed"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if run_dir.exists() and len(list(run_dir.glob("part-*.parquet"))) >= 6:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _killed_after_files(path, out, files=6, within_s=240)
     before = {(r["entry"], r["mode"]) for r in _rows(out)}
     assert 6 <= len(before) < 4000, len(before)
     resumed = _run(str(path), "--out", str(out), "--resume", "killed", "--cpu-workers", "2")
