@@ -228,10 +228,7 @@ class Supervisor:
         slot = flight.slot
         slot.served += len(flight.items)
         self.batching.observe(len(flight.items), time.monotonic() - flight.started)
-        groups = result["rows"] if flight.batched else [result["rows"]]
-        self.sink.write([r for rows in groups for r in rows])       # one file per call
-        for rows in groups:
-            self.on_rows(rows)
+        self._emit(*(result["rows"] if flight.batched else [result["rows"]]))
         if self.config.recycle.should_recycle(slot.served, result.get("rss_mb")):
             self._replace(slot, f"recycled after {slot.served} entries, "
                                 f"rss {result.get('rss_mb')} MiB")
@@ -344,9 +341,12 @@ class Supervisor:
                 rows.append(row(record, ctx))
             self._emit(rows)
 
-    def _emit(self, rows: list[dict[str, Any]]) -> None:
-        self.sink.write(rows)
-        self.on_rows(rows)
+    def _emit(self, *entries: list[dict[str, Any]]) -> None:
+        """Write the rows of one or more entries (a batch: one file per call), then report
+        each entry's rows."""
+        self.sink.write([r for rows in entries for r in rows])
+        for rows in entries:
+            self.on_rows(rows)
 
     def shutdown(self) -> None:
         for slot in self.slots:
