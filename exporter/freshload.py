@@ -238,6 +238,9 @@ def _warm_up() -> int:
     """
     import torch
 
+    for module in ("exporter.numerics", "exporter.taxonomy"):  # what every child imports
+        importlib.import_module(module)
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="exportsweep-warmup-") as tmp:
@@ -246,7 +249,33 @@ def _warm_up() -> int:
         torch.export.save(ep, path)
         with torch.no_grad():
             torch.export.load(path).module()(torch.ones(1, 2))
+        # A program with a buffer, a dynamic dim and a dict output: its load pays the lazy
+        # parts of deserialising symbolic shapes and pytree specs once, here.
+        path = os.path.join(tmp, "warmup-dynamic.pt2")
+        batch = torch.export.Dim("batch", min=1, max=64)
+        example = (torch.ones(3, 4), torch.zeros(3, 4, dtype=torch.bool))
+        ep = torch.export.export(_warm_up_module(), example,
+                                 dynamic_shapes=({0: batch}, {0: batch}))
+        torch.export.save(ep, path)
+        with torch.no_grad():
+            torch.export.load(path).module()(torch.ones(5, 4), torch.zeros(5, 4, dtype=torch.bool))
     return threads
+
+
+def _warm_up_module() -> Any:
+    import torch
+
+    class WarmUp(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.register_buffer("offset", torch.zeros(4))
+
+        def forward(self, x: Any, mask: Any) -> Any:
+            y = torch.nn.functional.gelu(self.lin(x)).softmax(-1) + self.offset
+            return {"y": y.masked_fill(mask, 0.0), "rows": x.shape[0] * 2}
+
+    return WarmUp()
 
 
 def _child(request: LoadRequest, result_path: str, threads: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import errno
 import os
 import signal
@@ -70,6 +71,7 @@ class Shared:
     running: str | None = None           # the shared stage in progress, for timeouts
     model_line: str | None = None        # where the model's forward is defined
     eager_at_size: dict[Any, Any] = field(default_factory=dict)   # dynamic stage's references
+    decomposed: dict[Any, Decomposed] = field(default_factory=dict)  # program key -> its pass
 
     def fresh_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         assert self.case is not None
@@ -81,12 +83,39 @@ class Shared:
 
 
 @dataclass
+class Decomposed:
+    """A decompose stage that passed, kept for the other mode: when that mode exported the same
+    program (up to the order of its lifted inputs, node names and symbol numbering, see
+    graphinfo.program_key) over the same tensors, its decomposition is this one."""
+
+    program: Any                   # the exported program that was decomposed
+    placeholders: int              # its placeholder count
+    node_count: int                # the decomposed program's node count
+    non_core_ops: list[str]
+    graph_outputs: dict[str, int]
+
+    @classmethod
+    def of(cls, ep: Any, record: Record) -> "Decomposed":
+        return cls(ep, graphinfo.placeholder_count(ep), record.decomposed_node_count or 0,
+                   list(record.non_core_ops), dict(record.graph_outputs))
+
+    def describe(self, ep: Any, record: Record) -> None:
+        # Unused lifted inputs (non-strict lifts BatchNorm's num_batches_tracked in eval mode,
+        # strict does not) stay placeholders of the decomposed program, one node each.
+        record.decomposed_node_count = (self.node_count - self.placeholders
+                                        + graphinfo.placeholder_count(ep))
+        record.non_core_ops = list(self.non_core_ops)
+        record.graph_outputs = dict(self.graph_outputs)
+
+
+@dataclass
 class ModeRun:
     shared: Shared
     record: Record
     strict: bool
     ep: Any = None                 # torch.export.ExportedProgram once exported
     deadline: float | None = None  # time.monotonic() deadline, for child processes
+    module: Any = None             # ep.module(), made once for numerics and dynamic
 
     def remaining(self) -> float:
         return max(1.0, (self.deadline or time.monotonic() + 3600) - time.monotonic())
@@ -334,13 +363,40 @@ def _dynamic_failure(exc: Exception, where: str) -> StageFailed:
 
 
 def stage_decompose(run: ModeRun) -> None:
-    decomposed = run.ep.run_decompositions()      # returns a new program; run.ep is kept
+    """Decompose to core ATen and compare with eager.  The two modes often export the same
+    program (vision models: the same graph with its lifted inputs in another order); its
+    decomposition then passed already, and is not traced a second time."""
+    share = run.shared.options.share_between_modes
+    key = graphinfo.program_key(run.ep) if share else None
+    done = run.shared.decomposed.get(key) if key is not None else None
+    if done is not None and graphinfo.same_state(done.program, run.ep):
+        done.describe(run.ep, run.record)
+        return
+    table = _decomposition_table() if share else None
+    decomposed = run.ep.run_decompositions(table)  # a new program; run.ep is kept
     graphinfo.describe_decomposed(decomposed, run.record)
     out = _run_program(run, decomposed, *run.shared.fresh_inputs())
     cmp = _compare(run, out)
     if not cmp.ok:
         raise StageFailed(Failure.make("DECOMPOSITION_ERROR", "decompose",
                                        f"decomposed program disagrees with eager: {cmp.detail}"))
+    if key is not None:
+        run.shared.decomposed.setdefault(key, Decomposed.of(run.ep, run.record))
+
+
+def _decomposition_table() -> dict[Any, Any]:
+    """torch.export.default_decompositions(), materialized once per process instead of once per
+    run_decompositions call (which copies it).  The table lists every op with a
+    CompositeImplicitAutograd kernel, so a model file that registers a custom op gets a new one."""
+    names = torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd")
+    return _materialized_table((len(names), hash(tuple(sorted(names))),
+                                tuple(getattr(torch.ops, "_dir", ()))))
+
+
+@functools.lru_cache(maxsize=1)
+def _materialized_table(_registered: tuple[Any, ...]) -> dict[Any, Any]:
+    table = torch.export.default_decompositions()
+    return table.materialize() if hasattr(table, "materialize") else dict(table)
 
 
 def stage_serialize(run: ModeRun) -> None:
@@ -378,7 +434,19 @@ MODE_STAGES: tuple[tuple[str, Callable[[ModeRun], None]], ...] = (
 def _run_program(run: ModeRun, ep: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     torch.manual_seed(run.shared.entry.seed)
     with torch.no_grad(), _state_restored(ep):
-        return ep.module()(*args, **kwargs)
+        return _module_of(run, ep)(*args, **kwargs)
+
+
+def _module_of(run: ModeRun, ep: Any) -> torch.nn.Module:
+    """ep.module() (unlifting copies and recompiles the graph: often dearer than a run of a
+    small model), made once per mode for the exported program: numerics and each size of the
+    dynamic stage run the same module.  It holds the program's own parameters, buffers and
+    constants, which _state_restored puts back after every run, and no other state."""
+    if ep is not run.ep or not run.shared.options.share_between_modes:
+        return ep.module()
+    if run.module is None:
+        run.module = ep.module()
+    return run.module
 
 
 @contextlib.contextmanager

@@ -112,3 +112,6 @@ class PipelineOptions:
     cuda_fallback: bool = False       # run `cuda` entries on CPU when CUDA is absent (flagged)
     use_cuda: bool = True             # False on CPU workers: `any` entries stay on the CPU even
                                       # where the node has a GPU (it belongs to the GPU workers)
+    share_between_modes: bool = True  # one decomposition for two identical programs, one
+                                      # ep.module() per mode, one decomposition table per
+                                      # process; False recomputes all (bench/pipeline_savings.py)

@@ -379,3 +379,48 @@ def test_a_real_model_drawing_noise_in_forward_passes_every_comparison(fresh_loa
     for r in run_entry(entry, loader=fresh_loader):
         assert r.status == "PASS", (r.mode, r.category, r.failed_stage, r.message)
         assert r.stage_status["serialize"] == "passed" and r.max_abs_err is not None
+
+
+def _verdicts(records):
+    return [(r.mode, r.status, r.category, r.signature, r.failed_stage, r.stage_status,
+             r.decomposed_node_count, r.non_core_ops, r.graph_outputs, r.node_count,
+             r.dynamic_sizes_tested) for r in records]
+
+
+def test_modes_exporting_one_program_share_its_decomposition(write_manifest, fresh_loader,
+                                                             monkeypatch):
+    entry = _one(write_manifest, """
+  - name: convnet
+    entrypoint: models/tiny.py:make_convnet
+    inputs: [{shape: [2, 3, 8, 8]}]
+    dynamic_shapes: {0: {0: {name: batch, min: 1, max: 16}}}
+""")
+    calls, modules = [], []
+    real_decompose = torch.export.ExportedProgram.run_decompositions
+    real_module = torch.export.ExportedProgram.module
+    monkeypatch.setattr(torch.export.ExportedProgram, "run_decompositions",
+                        lambda ep, *a, **k: calls.append(ep) or real_decompose(ep, *a, **k))
+    monkeypatch.setattr(torch.export.ExportedProgram, "module",
+                        lambda ep, *a, **k: modules.append(ep) or real_module(ep, *a, **k))
+    shared = run_entry(entry, loader=fresh_loader)
+    shared_calls, shared_modules = len(calls), len(modules)
+    calls.clear()
+    modules.clear()
+    apart = run_entry(entry, PipelineOptions(share_between_modes=False), loader=fresh_loader)
+    assert _verdicts(shared) == _verdicts(apart)
+    assert all(r.status == "PASS" for r in shared)
+    assert (shared_calls, len(calls)) == (1, 2)     # the strict program was not retraced
+    assert shared_modules < len(modules)            # one ep.module() per mode for its runs
+
+
+def test_a_failed_decomposition_is_not_shared(fresh_loader, monkeypatch):
+    # Each mode's failure must come from its own decomposition (its message, its signature).
+    entry = next(e for e in PATHO.entries if e.name == "patho/decomposition_error")
+    calls = []
+    real = torch.export.ExportedProgram.run_decompositions
+    monkeypatch.setattr(torch.export.ExportedProgram, "run_decompositions",
+                        lambda ep, *a, **k: calls.append(ep) or real(ep, *a, **k))
+    records = run_entry(entry, loader=fresh_loader)
+    assert [(r.category, r.failed_stage) for r in records] == \
+        [("DECOMPOSITION_ERROR", "decompose")] * 2
+    assert len(calls) == 2

@@ -112,3 +112,26 @@ class IntOutput(nn.Module):
 
 def make_int_output():
     return IntOutput()
+
+
+class ConvNet(nn.Module):
+    """Conv + BatchNorm with a parameter registered first and used last: strict and non-strict
+    export the same program with lifted inputs in another order (and non-strict also lifts
+    BatchNorm's unused num_batches_tracked)."""
+
+    def __init__(self, activation: str = "relu", scale: float = 2.0):
+        super().__init__()
+        self.offset = nn.Parameter(torch.randn(4))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.activation = getattr(torch, activation) if activation != "gelu" else \
+            nn.functional.gelu
+        self.scale = scale
+
+    def forward(self, x):
+        y = self.activation(self.bn(self.conv(x))).mean((2, 3))
+        return y * self.scale + self.offset
+
+
+def make_convnet(activation="relu", scale=2.0):
+    return ConvNet(activation, scale).eval()
