@@ -97,7 +97,7 @@ def build_case(entry: Entry) -> Case:
         args, kwargs = example_inputs(entry)
     if not isinstance(args, tuple):
         raise CaseError(f"case args must be a tuple, got {type(args).__name__}")
-    if "dynamic_shapes" in made:
+    if "dynamic_shapes" in made and entry.dynamic_shapes != "discover":
         dynamic = made["dynamic_shapes"]
     else:
         dynamic = torch_dynamic_shapes(entry.dynamic_shapes, model, args, kwargs)
@@ -132,7 +132,7 @@ def torch_dynamic_shapes(spec: Any, model: torch.nn.Module, args: tuple[Any, ...
     if spec is None:
         return None
     dims: dict[str, Any] = {}
-    if spec == "auto":
+    if spec in ("auto", "discover"):
         per_input = [({i: torch.export.Dim.AUTO for i in range(a.dim())}
                       if isinstance(a, torch.Tensor) else None) for a in args]
     else:
@@ -145,7 +145,7 @@ def torch_dynamic_shapes(spec: Any, model: torch.nn.Module, args: tuple[Any, ...
     # With keyword inputs torch.export wants a dict keyed by parameter name.
     names = list(inspect.signature(model.forward).parameters)
     by_name: dict[str, Any] = {names[i]: s for i, s in enumerate(per_input)}
-    if spec == "auto":
+    if spec in ("auto", "discover"):
         by_name.update({k: ({i: torch.export.Dim.AUTO for i in range(v.dim())}
                             if isinstance(v, torch.Tensor) else None) for k, v in kwargs.items()})
     return by_name

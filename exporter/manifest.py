@@ -444,11 +444,11 @@ def _check_inputs(scope: _Scope, value: Any, base: str) -> tuple[TensorSpec, ...
 def _check_dynamic(scope: _Scope, value: Any, inputs: Any) -> Any:
     if value is None:
         return None
-    if value == "auto":
-        return "auto"
+    if value in ("auto", "discover"):
+        return value
     if not isinstance(value, dict):
-        scope.error("must be 'auto' or a mapping input index -> dim -> {name, min, max}",
-                    "dynamic_shapes")
+        scope.error("must be 'auto', 'discover' or a mapping input index -> dim -> "
+                    "{name, min, max}", "dynamic_shapes")
         return None
     shapes = [s.shape for s in inputs] if isinstance(inputs, tuple) else None
     out: dict[int, dict[int, DimSpec]] = {}
@@ -637,7 +637,7 @@ def entry_table(entries: tuple[Entry, ...]) -> list[dict[str, str]]:
         rows.append({
             "name": e.name, "family": e.family, "modes": ",".join(e.modes), "device": e.device,
             "inputs": inputs or "(from entrypoint)",
-            "dynamic": ("auto" if e.dynamic_shapes == "auto" else
+            "dynamic": (e.dynamic_shapes if isinstance(e.dynamic_shapes, str) else
                         ",".join(f"{i}.{j}" for i, d in (e.dynamic_shapes or {}).items()
                                  for j in d) or "-"),
             "expect": "; ".join(f"{m}: {x.describe()}" for m, x in e.expect.items()) or "-",

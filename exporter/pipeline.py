@@ -19,13 +19,13 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import structlog
 import torch
 
-from exporter import draft, graphinfo, numerics
+from exporter import draft, dynamism, graphinfo, numerics
 from exporter.families import noop
 from exporter.freshload import (FreshLoader, LoadRequest, LoadResult, check_in_process,
                                  pytree_owner_modules)
@@ -135,6 +135,8 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
             return run_entry(entry, options, loader=own, repro=repro, modes=modes, logger=logger)
     logger = (logger or log).bind(entry=entry.name)
     modes = modes or entry.modes
+    if options.discover_dynamic and entry.family != noop.SOURCE:
+        entry = replace(entry, dynamic_shapes="discover")
     device = _device(entry, options) if entry.family != noop.SOURCE else "cpu"
     records = [new_record(entry, m, device or "cuda") for m in modes]
     started = time.time()
@@ -301,10 +303,21 @@ def stage_export(run: ModeRun) -> None:
     shared = run.shared
     assert shared.case is not None
     args, kwargs = shared.fresh_inputs()
-    with _module_restored(shared.case.model):
-        run.ep = torch.export.export(shared.case.model, args, kwargs,
+    model = shared.case.model
+    asked = dynamism.requested(model, args, kwargs, shared.case.dynamic_shapes)
+    run.record.dynamic_requested = [f"{a.label} ({a.asked})" for a in asked]
+    # torch decides AUTO dims silently: its shape log says which it fixed, and why.
+    listen = any(a.asked == "auto" for a in asked)
+    with _module_restored(model), \
+            (dynamism.captured() if listen else contextlib.nullcontext()) as log:
+        run.ep = torch.export.export(model, args, kwargs,
                                      dynamic_shapes=shared.case.dynamic_shapes,
                                      strict=run.strict)
+    if asked:
+        found = dynamism.describe(run.ep, model, args, kwargs, asked, log)
+        run.record.dynamic_achieved = found.achieved
+        run.record.dynamic_specialized = found.specialized
+        run.record.dynamic_relations = found.relations
 
 
 def stage_verify(run: ModeRun) -> None:
@@ -328,13 +341,16 @@ def stage_dynamic(run: ModeRun) -> None:
     case = shared.case
     leaves, in_spec = numerics.pytree.tree_flatten((case.args, case.kwargs))
     declared = numerics.declared_ranges(case.model, case.args, case.kwargs, case.dynamic_shapes)
-    plan = numerics.plan_sizes(run.ep, leaves, shared.options.dynamic_sizes, declared)
+    plan = numerics.plan_sizes(run.ep, leaves, shared.options.dynamic_sizes, declared,
+                               edges=shared.entry.dynamic_shapes == "discover",
+                               seed=shared.entry.seed)
     record.dynamic_dims = [f"{s} in [{lo}, {'inf' if hi == float('inf') else int(hi)}]"
                            for s, (lo, hi) in plan.ranges.items()]
     if not plan.variants:
         raise StageSkipped(plan.reason)
+    names = dynamism.symbol_names(run.ep, case.model, case.args, case.kwargs)
     for sizes in plan.variants:
-        label = ",".join(f"{s}={v}" for s, v in sizes.items())
+        label = ",".join(f"{names.get(s, s)}={v}" for s, v in sizes.items())
         record.dynamic_sizes_tested.append(label)
         new_args, new_kwargs = numerics.pytree.tree_unflatten(
             numerics.resize_leaves(run.ep, leaves, sizes, declared), in_spec)
@@ -342,24 +358,28 @@ def stage_dynamic(run: ModeRun) -> None:
             expected = _eager_at(shared, new_args, new_kwargs)
         except Exception as exc:  # noqa: BLE001
             # The model itself cannot run at this size: the declared range is wrong.
-            raise _dynamic_failure(exc, f"eager fails at {label}") from None
+            raise _dynamic_failure(exc, "eager fails", label) from None
         try:
             actual = _run_program(run, run.ep, *copy.deepcopy((new_args, new_kwargs)))
         except Exception as exc:  # noqa: BLE001
-            raise _dynamic_failure(exc, f"at {label}") from None
+            raise _dynamic_failure(exc, "the program fails", label) from None
         tol = shared.entry.tolerance
         cmp = numerics.compare(expected, actual, tol.atol, tol.rtol)
         if not cmp.ok:
-            raise StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic",
-                                           f"at {label}: {cmp.detail}"))
+            raise StageFailed(Failure.make(
+                "DYNAMIC_SHAPE_FAILURE", "dynamic", f"at {label}: {cmp.detail}",
+                cause="differs from eager at another size: " + cmp.detail.split(":", 1)[0]))
 
 
-def _dynamic_failure(exc: Exception, where: str) -> StageFailed:
-    """An exception at another size is a DYNAMIC_SHAPE_FAILURE, keeping torch's details."""
+def _dynamic_failure(exc: Exception, what: str, label: str) -> StageFailed:
+    """An exception at another size is a DYNAMIC_SHAPE_FAILURE, keeping torch's details; the
+    sizes stay out of the signature (one cause, one cluster, whatever the sizes tried)."""
     f = classify_exception(exc, "dynamic")
-    return StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic", f"{where}: {f.message}",
+    return StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic",
+                                    f"{what} at {label}: {f.message}",
                                     exception_type=f.exception_type, error_code=f.error_code,
-                                    user_frame=f.user_frame, traceback=f.traceback))
+                                    user_frame=f.user_frame, traceback=f.traceback,
+                                    cause=f"{what}: {f.category} {f.signature}"))
 
 
 def stage_decompose(run: ModeRun) -> None:

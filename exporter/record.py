@@ -49,6 +49,10 @@ class Record:
     graph_outputs: dict[str, int] = field(default_factory=dict)   # OutputKind -> count
     dynamic_dims: list[str] = field(default_factory=list)
     dynamic_sizes_tested: list[str] = field(default_factory=list)
+    dynamic_requested: list[str] = field(default_factory=list)    # exporter.dynamism
+    dynamic_achieved: list[str] = field(default_factory=list)
+    dynamic_specialized: list[str] = field(default_factory=list)
+    dynamic_relations: list[str] = field(default_factory=list)
     decomposed_node_count: int | None = None
     non_core_ops: list[str] = field(default_factory=list)
     artifact_path: str | None = None

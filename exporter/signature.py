@@ -10,6 +10,7 @@ export errors is dropped.
 from __future__ import annotations
 
 import hashlib
+import linecache
 import os
 import re
 import sys
@@ -138,6 +139,17 @@ def _below_library(frames: list[tuple[str, int]], roots: tuple[str, ...]) -> lis
         if not _is_model_frame(filename, roots) and not filename.startswith("<"):
             return frames[i:]
     return []
+
+
+def model_frame(frames: list[tuple[str, int]]) -> str | None:
+    """file:line of the deepest model-code frame of a stack (outermost first) that ran
+    because of torch (below its first library frame), with the line's code."""
+    roots = _library_roots()
+    for filename, lineno in reversed(_below_library(frames, roots)):
+        if _is_model_frame(filename, roots):
+            code = linecache.getline(filename, lineno).strip()
+            return f"{display_path(filename)}:{lineno}" + (f": {code}" if code else "")
+    return None
 
 
 def user_frame(chain: Iterable[BaseException]) -> str | None:

@@ -77,7 +77,10 @@ class Entry:
     family: str = "manual"            # manual | torchvision | timm | transformers
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[TensorSpec, ...] | str | None = None   # specs, or "module:attr" callable
-    dynamic_shapes: Mapping[int, Mapping[int, DimSpec]] | str | None = None  # or "auto"
+    # A mapping input -> dim -> DimSpec, "auto" (Dim.AUTO on every dim of every tensor input)
+    # or "discover" (the same, overriding a case's own dims, and the dynamic stage also tries
+    # each range's edges and random sizes inside it).
+    dynamic_shapes: Mapping[int, Mapping[int, DimSpec]] | str | None = None
     modes: tuple[str, ...] = MODES
     device: str = "cpu"
     tolerance: Tolerance = Tolerance()
@@ -112,6 +115,7 @@ class PipelineOptions:
     cuda_fallback: bool = False       # run `cuda` entries on CPU when CUDA is absent (flagged)
     use_cuda: bool = True             # False on CPU workers: `any` entries stay on the CPU even
                                       # where the node has a GPU (it belongs to the GPU workers)
+    discover_dynamic: bool = False    # --dynamic discover: every entry as dynamic_shapes: discover
     share_between_modes: bool = True  # one decomposition for two identical programs, one
                                       # ep.module() per mode, one decomposition table per
                                       # process; False recomputes all (bench/pipeline_savings.py)

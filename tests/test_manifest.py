@@ -61,6 +61,12 @@ def test_full_entry_form_is_parsed(write_manifest):
     assert per_mode.expect["strict"] == Expectation("FAIL", "DATA_DEPENDENT_GUARD", "export")
 
 
+def test_discover_is_a_whole_entry_dynamic_spec(write_manifest):
+    entry = load_manifest(write_manifest("version: 1\nentries:" + GOOD_ENTRY +
+                                         "    dynamic_shapes: discover\n")).entries[0]
+    assert entry.dynamic_shapes == "discover"
+
+
 def test_include_and_scoped_defaults(write_manifest):
     write_manifest("""
         version: 1
@@ -126,7 +132,7 @@ def test_file_defaults_set_the_device_of_family_entries(write_manifest):
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "pathological.yaml", "nightly.yaml", "full.yaml",
-                                  "gpu.yaml", "nightly-sample.yaml"])
+                                  "gpu.yaml", "nightly-sample.yaml", "dynamic.yaml"])
 def test_shipped_manifests_validate(name):
     m = load_manifest(MANIFESTS / name)
     assert m.entries
@@ -161,6 +167,8 @@ MISTAKES = [
      "#1", "name", "non-empty string 'name'"),
     ("missing-entrypoint", "version: 1\nentries:\n  - name: mlp\n    inputs: [{shape: [2, 4]}]\n",
      "manifest.yaml", "mlp", "entrypoint", "'pkg.module:attr'"),
+    ("dynamic-word", "version: 1\nentries:" + GOOD_ENTRY + "    dynamic_shapes: discovr\n",
+     "manifest.yaml", "mlp", "dynamic_shapes", "must be 'auto', 'discover' or a mapping"),
     ("duplicate-name", "version: 1\nentries:" + GOOD_ENTRY + GOOD_ENTRY, "manifest.yaml", "mlp", "name",
      "duplicate entry name"),
     ("entrypoint-form", "version: 1\nentries:\n  - name: mlp\n    entrypoint: models/tiny.py.make_mlp\n",

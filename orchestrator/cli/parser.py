@@ -182,6 +182,10 @@ def _pipeline_args(p: argparse.ArgumentParser, modes: bool = True) -> None:
     p.add_argument("--draft-export", action="store_true",
                    help="on export failure, record what torch.export.draft_export reports")
     p.add_argument("--aoti", action="store_true", help="also compile with AOTInductor (slow)")
+    p.add_argument("--dynamic", choices=["discover"],
+                   help="discover: every entry as `dynamic_shapes: discover` (Dim.AUTO on every "
+                        "dim of every tensor input; report what stayed dynamic and why not; "
+                        "try each range's edges and random sizes inside it)")
     p.add_argument("--keep-artifacts", metavar="DIR",
                    help="keep the .pt2 files here, content-addressed by sha256")
 

@@ -20,7 +20,8 @@ from orchestrator.results.sink import log_path
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
     return PipelineOptions(draft_export=args.draft_export, aoti=args.aoti,
                            artifacts_dir=os.path.abspath(args.keep_artifacts)
-                           if args.keep_artifacts else None)
+                           if args.keep_artifacts else None,
+                           discover_dynamic=args.dynamic == "discover")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
