@@ -339,3 +339,67 @@ def _why_static(a: InputDim, created: dict[tuple[int, int], str], log: ShapeLog 
         return "specialized by torch (no guard recorded)"
     _s, expr, where = guards[-1]
     return f"{_named(expr, local)} at {where}"
+
+
+# -- torch's suggested fix for a violated spec ----------------------------------------------
+
+def suggested_spec(exc: BaseException, dynamic_shapes: Any) -> Any | None:
+    """torch's refinement of ``dynamic_shapes`` from the fixes a constraint violation suggests
+    (``refine_dynamic_shapes_from_suggested_fixes``, where this torch has it); None when torch
+    suggests nothing usable."""
+    try:
+        from torch.export.dynamic_shapes import refine_dynamic_shapes_from_suggested_fixes
+    except ImportError:  # pragma: no cover - older torch
+        return None
+    for link in _chain(exc):
+        message = getattr(link, "msg", None) or str(link)
+        try:
+            return refine_dynamic_shapes_from_suggested_fixes(message, dynamic_shapes)
+        except Exception:  # noqa: BLE001 - no fix in this link's text; try the cause's
+            continue
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 8:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def render_spec(spec: Any, model: torch.nn.Module, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> str:
+    """A dynamic_shapes spec as a manifest snippet (input index -> dim -> {name, min, max}),
+    with the dims it fixes said in a comment. Specs of keyword or nested inputs, which a
+    manifest cannot state, come out as the Python a case dict would return."""
+    try:
+        names = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        names = []
+    per_input = (list(spec) if isinstance(spec, (tuple, list))
+                 else [spec.get(n) for n in names[:len(args)]] if isinstance(spec, dict) else [])
+    positional_only = not kwargs and (not isinstance(spec, dict)
+                                      or set(spec) <= set(names[:len(args)]))
+    if not positional_only or any(s is not None and not isinstance(s, dict) for s in per_input):
+        return f"dynamic_shapes={spec!r}"
+    dims, notes = [], []
+    for i, per_dim in enumerate(per_input):
+        parts = []
+        for d, dim in sorted((per_dim or {}).items()):
+            label = f"{names[i] if i < len(names) else f'args[{i}]'}.shape[{d}]"
+            if isinstance(dim, int):
+                notes.append(f"{label} = {dim} (fixed by the model)")
+            elif type(dim).__name__ == "_DerivedDim":
+                parts.append(f"{d}: '{dim.__name__}'")
+            elif isinstance(dim, torch.export.Dim):
+                bounds = [f"name: {dim.__name__}"]
+                bounds += [f"{k}: {int(v)}" for k, v in (("min", dim.min), ("max", dim.max))
+                           if _bound(v, "") and not (k == "min" and int(v) == 0)]
+                parts.append(f"{d}: {{{', '.join(bounds)}}}")
+            elif dim is not None:
+                parts.append(f"{d}: auto")
+        if parts:
+            dims.append(f"{i}: {{{', '.join(parts)}}}")
+    text = f"dynamic_shapes: {{{', '.join(dims)}}}"
+    return text + (f"   # {'; '.join(notes)}" if notes else "")

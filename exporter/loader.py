@@ -139,7 +139,14 @@ def torch_dynamic_shapes(spec: Any, model: torch.nn.Module, args: tuple[Any, ...
         per_input = []
         for i, arg in enumerate(args):
             wanted: dict[int, DimSpec] = spec.get(i, {})
-            per_input.append({j: _dim(d, f"d{i}_{j}", dims) for j, d in wanted.items()} or None)
+            per_input.append({j: _dim(d, f"d{i}_{j}", dims) for j, d in wanted.items()
+                              if d.derived is None} or None)
+        # Derived dims after every named one exists (they may refer to a later input's).
+        for i, wanted in spec.items():
+            for j, d in wanted.items():
+                if d.derived is not None and i < len(per_input):
+                    coeff, base, offset = d.derived
+                    per_input[i] = {**(per_input[i] or {}), j: coeff * dims[base] + offset}
     if not kwargs:
         return tuple(per_input)
     # With keyword inputs torch.export wants a dict keyed by parameter name.

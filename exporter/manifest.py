@@ -20,6 +20,7 @@ import importlib.machinery
 import importlib.util
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -480,11 +481,26 @@ def _check_dynamic(scope: _Scope, value: Any, inputs: Any) -> Any:
     return out
 
 
+_DERIVED = re.compile(r"^\s*(?:(\d+)\s*\*\s*)?([A-Za-z_]\w*)\s*(?:([+-])\s*(\d+))?\s*$")
+
+
 def _check_dim(scope: _Scope, spec: Any, fld: str, example: int | None) -> DimSpec | None:
     if spec in ("auto", "dynamic"):
         return DimSpec(auto=True)
+    if isinstance(spec, str):
+        m = _DERIVED.match(spec)
+        if not m or (m.group(1) is None and m.group(3) is None):
+            scope.error(f"must be 'auto', {{name, min, max}} or a dim derived from a named one "
+                        f"such as '2*batch' or 'seq+1', got {quote(spec)}", fld)
+            return None
+        coeff = int(m.group(1) or 1)
+        offset = int(m.group(4) or 0) * (-1 if m.group(3) == "-" else 1)
+        if coeff < 1:
+            scope.error(f"a derived dim's factor must be at least 1, got {quote(spec)}", fld)
+            return None
+        return DimSpec(derived=(coeff, m.group(2), offset))
     if not isinstance(spec, dict):
-        scope.error("must be 'auto' or {name, min, max}", fld)
+        scope.error("must be 'auto', {name, min, max} or a derived dim such as '2*batch'", fld)
         return None
     _unknown_keys(scope, spec, ("name", "min", "max"), fld)
     name, lo, hi = spec.get("name"), spec.get("min"), spec.get("max")
@@ -508,8 +524,12 @@ def _check_dim(scope: _Scope, spec: Any, fld: str, example: int | None) -> DimSp
 
 def _check_dim_names(scope: _Scope, dims: dict[int, dict[int, DimSpec]]) -> None:
     seen: dict[str, DimSpec] = {}
+    named = {d.name for per_input in dims.values() for d in per_input.values() if d.name}
     for i, per_input in dims.items():
         for j, dim in per_input.items():
+            if dim.derived is not None and dim.derived[1] not in named:
+                scope.error(f"derived from {quote(dim.derived[1])}, which no dim of this entry "
+                            f"is named", f"dynamic_shapes.{i}.{j}")
             if dim.name is None:
                 continue
             other = seen.setdefault(dim.name, dim)

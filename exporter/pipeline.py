@@ -308,16 +308,46 @@ def stage_export(run: ModeRun) -> None:
     run.record.dynamic_requested = [f"{a.label} ({a.asked})" for a in asked]
     # torch decides AUTO dims silently: its shape log says which it fixed, and why.
     listen = any(a.asked == "auto" for a in asked)
-    with _module_restored(model), \
-            (dynamism.captured() if listen else contextlib.nullcontext()) as log:
-        run.ep = torch.export.export(model, args, kwargs,
-                                     dynamic_shapes=shared.case.dynamic_shapes,
-                                     strict=run.strict)
+    try:
+        with _module_restored(model), \
+                (dynamism.captured() if listen else contextlib.nullcontext()) as log:
+            run.ep = torch.export.export(model, args, kwargs,
+                                         dynamic_shapes=shared.case.dynamic_shapes,
+                                         strict=run.strict)
+    except Exception as exc:
+        _try_suggested_fix(run, exc, asked)
+        raise
     if asked:
         found = dynamism.describe(run.ep, model, args, kwargs, asked, log)
         run.record.dynamic_achieved = found.achieved
         run.record.dynamic_specialized = found.specialized
         run.record.dynamic_relations = found.relations
+
+
+def _try_suggested_fix(run: ModeRun, exc: Exception, asked: list[Any]) -> None:
+    """A violated dynamic-shapes spec: export once more with torch's suggested fix and, when
+    that exports, record it as a manifest snippet with what it achieves. The row keeps the
+    original failure: the spec the user wrote does not hold."""
+    shared = run.shared
+    assert shared.case is not None
+    if not asked or classify_exception(exc, "export").category != "CONSTRAINT_VIOLATION":
+        return
+    refined = dynamism.suggested_spec(exc, shared.case.dynamic_shapes)
+    if refined is None:
+        return
+    args, kwargs = shared.fresh_inputs()
+    model = shared.case.model
+    try:
+        with _module_restored(model):
+            ep = torch.export.export(model, args, kwargs, dynamic_shapes=refined,
+                                     strict=run.strict)
+    except Exception:  # noqa: BLE001 - the suggestion does not export either: nothing to offer
+        return
+    run.record.dynamic_suggested = dynamism.render_spec(refined, model, args, kwargs)
+    again = dynamism.requested(model, args, kwargs, refined)
+    found = dynamism.describe(ep, model, args, kwargs, again, None)
+    run.record.dynamic_achieved = found.achieved
+    run.record.dynamic_relations = found.relations
 
 
 def stage_verify(run: ModeRun) -> None:

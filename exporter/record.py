@@ -53,6 +53,7 @@ class Record:
     dynamic_achieved: list[str] = field(default_factory=list)
     dynamic_specialized: list[str] = field(default_factory=list)
     dynamic_relations: list[str] = field(default_factory=list)
+    dynamic_suggested: str | None = None      # torch's fix for a violated spec, as a snippet
     decomposed_node_count: int | None = None
     non_core_ops: list[str] = field(default_factory=list)
     artifact_path: str | None = None

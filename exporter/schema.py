@@ -22,7 +22,7 @@ import pyarrow as pa
 from exporter.record import Record
 from exporter.taxonomy import STAGES
 
-SCHEMA_VERSION = 2   # 2: dynamic_requested/achieved/specialized/relations
+SCHEMA_VERSION = 2   # 2: dynamic_requested/achieved/specialized/relations/suggested
 _TS = pa.timestamp("us", tz="UTC")
 _STR_LIST = pa.list_(pa.string())
 
@@ -87,6 +87,8 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
      "the guard that did it and where: 'x.shape[1] = 6: Eq(x.shape[1], 6) at m.py:7 in forward'"),
     ("dynamic_relations", _STR_LIST, "what torch found between dynamic dims: 'y.shape[0] == "
      "x.shape[0]', 'z.shape[1] == 2*x.shape[1]'"),
+    ("dynamic_suggested", pa.string(), "on CONSTRAINT_VIOLATION: torch's suggested fix, which "
+     "exported, as a manifest snippet to paste (dynamic_achieved then describes it)"),
     ("decomposed_node_count", pa.int32(), "nodes after run_decompositions() to core ATen"),
     ("non_core_ops", _STR_LIST, "ops left after decomposition that are not core ATen"),
     ("artifact_path", pa.string(), "kept .pt2 (content-addressed; only with --keep-artifacts)"),
@@ -158,6 +160,7 @@ def row(record: Record, ctx: RowContext, final: bool = True) -> dict[str, Any]:
         "dynamic_achieved": list(record.dynamic_achieved),
         "dynamic_specialized": list(record.dynamic_specialized),
         "dynamic_relations": list(record.dynamic_relations),
+        "dynamic_suggested": record.dynamic_suggested,
         "decomposed_node_count": record.decomposed_node_count,
         "non_core_ops": list(record.non_core_ops), "artifact_path": record.artifact_path,
         "artifact_sha256": record.artifact_sha256, "artifact_bytes": record.artifact_bytes,

@@ -41,6 +41,7 @@ class DimSpec:
     min: int | None = None
     max: int | None = None
     auto: bool = False
+    derived: tuple[int, str, int] | None = None   # "2*batch+1" -> (2, "batch", 1)
 
 
 @dataclass(frozen=True)

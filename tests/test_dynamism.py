@@ -21,9 +21,13 @@ FIELDS = ("status", "category", "dynamic_requested", "dynamic_achieved", "dynami
 
 
 def _both_modes(name, fresh_loader):
+    return _both_modes_fields(name, fresh_loader, FIELDS)
+
+
+def _both_modes_fields(name, fresh_loader, fields):
     records = run_entry(DYNAMIC[name], loader=fresh_loader)
     assert [r.mode for r in records] == ["non-strict", "strict"]
-    one, other = ({f: getattr(r, f) for f in FIELDS} for r in records)
+    one, other = ({f: getattr(r, f) for f in fields} for r in records)
     assert one == other, "the two modes must describe one model's dynamism alike"
     return records[0]
 
@@ -175,3 +179,28 @@ def test_a_real_convnet_fixes_its_channels_and_rejects_its_smallest_image(name, 
     # torch's range says 2x2 images are fine; the program's own guard refuses them.
     assert (r.status, r.category) == ("FAIL", "DYNAMIC_SHAPE_FAILURE")
     assert "the program fails at x.shape[0]=4,x.shape[2]=2,x.shape[3]=2" in r.message
+
+
+def test_a_violated_spec_gets_torchs_fix_as_a_snippet_that_exports(fresh_loader, write_manifest):
+    r = _both_modes_fields("dyn/pair_sum_declared_apart", fresh_loader,
+                           FIELDS + ("dynamic_suggested", "signature"))
+    assert (r.status, r.category) == ("XFAIL", "CONSTRAINT_VIOLATION")   # the spec as written
+    assert r.dynamic_suggested == (
+        "dynamic_shapes: {0: {0: {name: a, min: 2, max: 64}, 1: {name: b, min: 2, max: 32}}, "
+        "1: {0: {name: a, min: 2, max: 64}, 1: {name: b, min: 2, max: 32}}, "
+        "2: {0: {name: a, min: 2, max: 64}, 1: '2*b'}}")
+    assert r.dynamic_relations[-1] == "z.shape[1] == 2*x.shape[1]"
+    # Pasted into the manifest, the snippet exports and passes every stage.
+    pasted = load_manifest(write_manifest(
+        "version: 1\nentries:\n  - name: pasted\n"
+        "    entrypoint: " + str(MANIFESTS / "models" / "dynamic_shapes.py") + ":make_pair_sum\n"
+        "    inputs: [{shape: [4, 3]}, {shape: [4, 3]}, {shape: [4, 6]}]\n"
+        "    " + r.dynamic_suggested.split("   #")[0] + "\n")).entries[0]
+    assert [x.status for x in run_entry(pasted, loader=fresh_loader)] == ["PASS", "PASS"]
+
+
+def test_a_spec_the_model_cannot_honour_at_all_is_suggested_static(fresh_loader):
+    [r] = run_entry(load_manifest(MANIFESTS / "pathological.yaml").select(
+        ["patho/constraint_violation"])[0], loader=fresh_loader, modes=("non-strict",))
+    assert r.category == "CONSTRAINT_VIOLATION"
+    assert r.dynamic_suggested == "dynamic_shapes: {}   # x.shape[0] = 4 (fixed by the model)"

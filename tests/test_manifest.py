@@ -61,6 +61,13 @@ def test_full_entry_form_is_parsed(write_manifest):
     assert per_mode.expect["strict"] == Expectation("FAIL", "DATA_DEPENDENT_GUARD", "export")
 
 
+def test_derived_dims_are_parsed(write_manifest):
+    entry = load_manifest(write_manifest(
+        "version: 1\nentries:" + GOOD_ENTRY +
+        "    dynamic_shapes: {0: {0: {name: b, max: 8}, 1: '2 * b + 1'}}\n")).entries[0]
+    assert entry.dynamic_shapes[0][1].derived == (2, "b", 1)
+
+
 def test_discover_is_a_whole_entry_dynamic_spec(write_manifest):
     entry = load_manifest(write_manifest("version: 1\nentries:" + GOOD_ENTRY +
                                          "    dynamic_shapes: discover\n")).entries[0]
@@ -169,6 +176,12 @@ MISTAKES = [
      "manifest.yaml", "mlp", "entrypoint", "'pkg.module:attr'"),
     ("dynamic-word", "version: 1\nentries:" + GOOD_ENTRY + "    dynamic_shapes: discovr\n",
      "manifest.yaml", "mlp", "dynamic_shapes", "must be 'auto', 'discover' or a mapping"),
+    ("derived-form", "version: 1\nentries:" + GOOD_ENTRY +
+     "    dynamic_shapes: {0: {0: {name: b}, 1: 'b*2'}}\n", "manifest.yaml", "mlp",
+     "dynamic_shapes.0.1", "a dim derived from a named one such as '2*batch'"),
+    ("derived-base", "version: 1\nentries:" + GOOD_ENTRY +
+     "    dynamic_shapes: {0: {1: '2*batch'}}\n", "manifest.yaml", "mlp",
+     "dynamic_shapes.0.1", "derived from 'batch', which no dim of this entry is named"),
     ("duplicate-name", "version: 1\nentries:" + GOOD_ENTRY + GOOD_ENTRY, "manifest.yaml", "mlp", "name",
      "duplicate entry name"),
     ("entrypoint-form", "version: 1\nentries:\n  - name: mlp\n    entrypoint: models/tiny.py.make_mlp\n",
