@@ -79,6 +79,7 @@ def requested(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
               dynamic_shapes: Any) -> list[InputDim]:
     """Every input dim the case's ``dynamic_shapes`` asks to be dynamic (Dims, AUTO and
     DYNAMIC hints; STATIC and None are not asks)."""
+    dynamic_shapes = plain_spec(dynamic_shapes, model, args, kwargs)
     if dynamic_shapes is None:
         return []
     asks: dict[int, dict[int, str]] = {}
@@ -102,6 +103,18 @@ def requested(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
     return out
 
 
+def plain_spec(spec: Any, model: torch.nn.Module, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
+    """A spec as torch.export's pytree of dims: AdditionalInputs and ShapesCollection say
+    theirs through ``dynamic_shapes(model, args, kwargs)``."""
+    if spec is not None and callable(getattr(spec, "dynamic_shapes", None)):
+        try:
+            return spec.dynamic_shapes(model, args, kwargs)
+        except Exception:  # noqa: BLE001 - export itself will say what is wrong with it
+            return None
+    return spec
+
+
 def _walk(value: Any, spec: Any, out: dict[int, dict[int, str]]) -> None:
     if spec is None:
         return
@@ -112,7 +125,8 @@ def _walk(value: Any, spec: Any, out: dict[int, dict[int, str]]) -> None:
             kind = getattr(getattr(dim, "type", None), "name", None)
             if dim is None or isinstance(dim, int) or kind == "STATIC":
                 continue
-            asked = "auto" if kind in ("AUTO", "DYNAMIC") else str(getattr(dim, "__name__", dim))
+            asked = kind.lower() if kind in ("AUTO", "DYNAMIC") else \
+                str(getattr(dim, "__name__", dim))
             out.setdefault(id(value), {})[int(d)] = asked
     elif isinstance(value, (tuple, list)) and isinstance(spec, (tuple, list)):
         for v, s in zip(value, spec):
@@ -252,6 +266,12 @@ def describe(ep: Any, model: torch.nn.Module, args: tuple[Any, ...], kwargs: dic
             out.achieved.append(f"{a.label} = {_named(str(expr), names)}")
             out.relations.append(f"{a.label} == {_named(str(expr), names)}")
     return out
+
+
+def shapes_label(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``x=[4, 16], mask=[4, 16]``: an input set's tensor shapes, by input name."""
+    return ", ".join(f"{label}={list(t.shape)}" for label, _keys, t in
+                     _leaf_labels(model, args, kwargs))
 
 
 def symbol_names(ep: Any, model: torch.nn.Module, args: tuple[Any, ...],

@@ -34,8 +34,8 @@ from exporter.text import has_control, quote
 from exporter.yamlfile import YamlProblem, load_yaml
 
 TOP_KEYS = ("version", "defaults", "include", "entries", "families")
-ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "dynamic_shapes", "modes", "device",
-              "tolerance", "timeout_s", "tags", "expect", "train", "seed")
+ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "examples", "dynamic_shapes", "modes",
+              "device", "tolerance", "timeout_s", "tags", "expect", "train", "seed")
 DEFAULTABLE_KEYS = tuple(k for k in ENTRY_KEYS if k not in ("name", "entrypoint"))
 FAMILY_COMMON_KEYS = ("source", "include", "exclude", "limit", "defaults", "overrides")
 SUPPORTED_VERSIONS = (1,)
@@ -265,6 +265,7 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
     if device not in DEVICES:
         scope.error(f"must be one of {', '.join(DEVICES)}, got {quote(device)}", "device")
     inputs = _check_inputs(scope, raw.get("inputs"), base)
+    examples = _check_examples(scope, raw.get("examples"), base, inputs)
     dynamic = _check_dynamic(scope, raw.get("dynamic_shapes"), inputs)
     tolerance = _check_tolerance(scope, raw.get("tolerance"))
     timeout = raw.get("timeout_s", 300)
@@ -287,7 +288,8 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
     if len(scope.errors) > n_errors:
         return None
     return Entry(name=name, entrypoint=entrypoint or "", source=scope.file, base_dir=base,
-                 family=family, kwargs=dict(kwargs), inputs=inputs, dynamic_shapes=dynamic,
+                 family=family, kwargs=dict(kwargs), inputs=inputs, examples=examples,
+                 dynamic_shapes=dynamic,
                  modes=modes, device=device, tolerance=tolerance, timeout_s=float(timeout),
                  tags=tuple(dict.fromkeys(tags)), expect=expect, train=train, seed=seed)
 
@@ -388,17 +390,48 @@ def _check_modes(scope: _Scope, value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _check_inputs(scope: _Scope, value: Any, base: str) -> tuple[TensorSpec, ...] | str | None:
+def _check_examples(scope: _Scope, value: Any, base: str, inputs: Any) -> Any:
+    """More input sets for one export (torch.export.AdditionalInputs): a list of input lists
+    shaped like ``inputs`` (same count, same dtypes), or a 'module:attr' callable returning
+    a list of input sets."""
     if value is None:
         return None
     if isinstance(value, str):
-        return _check_entrypoint(scope, value, base, "inputs", required=True)
+        return _check_entrypoint(scope, value, base, "examples", required=True)
+    if not isinstance(value, list) or not value or not all(isinstance(v, list) for v in value):
+        scope.error("must be a non-empty list of input lists (each like 'inputs') or a "
+                    "'module:attr' callable", "examples")
+        return None
+    out = []
+    for k, item in enumerate(value):
+        specs = _check_inputs(scope, item, base, f"examples[{k}]")
+        if not isinstance(specs, tuple):
+            continue
+        if isinstance(inputs, tuple):
+            if len(specs) != len(inputs):
+                scope.error(f"has {len(specs)} inputs; 'inputs' has {len(inputs)}",
+                            f"examples[{k}]")
+                continue
+            for i, (a, b) in enumerate(zip(specs, inputs)):
+                if a.dtype != b.dtype or len(a.shape) != len(b.shape):
+                    scope.error(f"is {a.dtype} of rank {len(a.shape)}; inputs[{i}] is "
+                                f"{b.dtype} of rank {len(b.shape)}", f"examples[{k}][{i}]")
+        out.append(specs)
+    return tuple(out)
+
+
+def _check_inputs(scope: _Scope, value: Any, base: str,
+                  field: str = "inputs") -> tuple[TensorSpec, ...] | str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _check_entrypoint(scope, value, base, field, required=True)
     if not isinstance(value, list):
-        scope.error("must be a list of {shape, dtype} or a 'module:attr' callable", "inputs")
+        scope.error("must be a list of {shape, dtype} or a 'module:attr' callable", field)
         return None
     specs: list[TensorSpec] = []
     for i, item in enumerate(value):
-        fld = f"inputs[{i}]"
+        fld = f"{field}[{i}]"
         if not isinstance(item, dict):
             scope.error(f"must be a mapping like {{shape: [2, 3], dtype: float32}}, got "
                         f"{_tname(item)}", fld)

@@ -239,10 +239,13 @@ def stage_eager(shared: Shared) -> None:
     shared.eager_out = first
 
 
-def _eager_at(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Eager outputs for resized inputs, computed once per entry and shared by the modes."""
+def _eager_at(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any],
+              example: int | None = None) -> Any:
+    """Eager outputs for other inputs (the example's tiled to other sizes, or the entry's
+    ``example``-th other input set), computed once per entry and shared by the modes."""
     leaves, _ = numerics.pytree.tree_flatten((args, kwargs))
-    key = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else repr(x) for x in leaves)
+    key = (example, tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else repr(x)
+                          for x in leaves))
     if key not in shared.eager_at_size:
         shared.eager_at_size[key] = _run_eager(shared, *copy.deepcopy((args, kwargs)))
     return shared.eager_at_size[key]
@@ -332,11 +335,12 @@ def _try_suggested_fix(run: ModeRun, exc: Exception, asked: list[Any]) -> None:
     assert shared.case is not None
     if not asked or classify_exception(exc, "export").category != "CONSTRAINT_VIOLATION":
         return
-    refined = dynamism.suggested_spec(exc, shared.case.dynamic_shapes)
-    if refined is None:
-        return
     args, kwargs = shared.fresh_inputs()
     model = shared.case.model
+    refined = dynamism.suggested_spec(exc, dynamism.plain_spec(shared.case.dynamic_shapes,
+                                                               model, args, kwargs))
+    if refined is None:
+        return
     try:
         with _module_restored(model):
             ep = torch.export.export(model, args, kwargs, dynamic_shapes=refined,
@@ -366,39 +370,53 @@ def stage_numerics(run: ModeRun) -> None:
 
 
 def stage_dynamic(run: ModeRun) -> None:
+    """The program against eager on the entry's other example sets, then at other sizes of
+    its dynamic dims (with discovery: each range's edges and random sizes inside it)."""
     shared, record = run.shared, run.record
     assert shared.case is not None
     case = shared.case
+    for k, (more_args, more_kwargs) in enumerate(case.examples, 1):
+        label = f"example {k}: {dynamism.shapes_label(case.model, more_args, more_kwargs)}"
+        _check_at(run, label, more_args, more_kwargs, example=k)
     leaves, in_spec = numerics.pytree.tree_flatten((case.args, case.kwargs))
-    declared = numerics.declared_ranges(case.model, case.args, case.kwargs, case.dynamic_shapes)
+    declared = numerics.declared_ranges(case.model, case.args, case.kwargs,
+                                        dynamism.plain_spec(case.dynamic_shapes, case.model,
+                                                            case.args, case.kwargs))
     plan = numerics.plan_sizes(run.ep, leaves, shared.options.dynamic_sizes, declared,
                                edges=shared.entry.dynamic_shapes == "discover",
                                seed=shared.entry.seed)
     record.dynamic_dims = [f"{s} in [{lo}, {'inf' if hi == float('inf') else int(hi)}]"
                            for s, (lo, hi) in plan.ranges.items()]
-    if not plan.variants:
+    if not plan.variants and not case.examples:
         raise StageSkipped(plan.reason)
     names = dynamism.symbol_names(run.ep, case.model, case.args, case.kwargs)
     for sizes in plan.variants:
         label = ",".join(f"{names.get(s, s)}={v}" for s, v in sizes.items())
-        record.dynamic_sizes_tested.append(label)
         new_args, new_kwargs = numerics.pytree.tree_unflatten(
             numerics.resize_leaves(run.ep, leaves, sizes, declared), in_spec)
-        try:
-            expected = _eager_at(shared, new_args, new_kwargs)
-        except Exception as exc:  # noqa: BLE001
-            # The model itself cannot run at this size: the declared range is wrong.
-            raise _dynamic_failure(exc, "eager fails", label) from None
-        try:
-            actual = _run_program(run, run.ep, *copy.deepcopy((new_args, new_kwargs)))
-        except Exception as exc:  # noqa: BLE001
-            raise _dynamic_failure(exc, "the program fails", label) from None
-        tol = shared.entry.tolerance
-        cmp = numerics.compare(expected, actual, tol.atol, tol.rtol)
-        if not cmp.ok:
-            raise StageFailed(Failure.make(
-                "DYNAMIC_SHAPE_FAILURE", "dynamic", f"at {label}: {cmp.detail}",
-                cause="differs from eager at another size: " + cmp.detail.split(":", 1)[0]))
+        _check_at(run, label, new_args, new_kwargs)
+
+
+def _check_at(run: ModeRun, label: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+              example: int | None = None) -> None:
+    """The program vs eager on other inputs: a DYNAMIC_SHAPE_FAILURE when either raises or
+    they disagree."""
+    run.record.dynamic_sizes_tested.append(label)
+    try:
+        expected = _eager_at(run.shared, args, kwargs, example)
+    except Exception as exc:  # noqa: BLE001
+        # The model itself cannot run on these inputs: the declared range is wrong.
+        raise _dynamic_failure(exc, "eager fails", label) from None
+    try:
+        actual = _run_program(run, run.ep, *copy.deepcopy((args, kwargs)))
+    except Exception as exc:  # noqa: BLE001
+        raise _dynamic_failure(exc, "the program fails", label) from None
+    tol = run.shared.entry.tolerance
+    cmp = numerics.compare(expected, actual, tol.atol, tol.rtol)
+    if not cmp.ok:
+        raise StageFailed(Failure.make(
+            "DYNAMIC_SHAPE_FAILURE", "dynamic", f"at {label}: {cmp.detail}",
+            cause="differs from eager at another size: " + cmp.detail.split(":", 1)[0]))
 
 
 def _dynamic_failure(exc: Exception, what: str, label: str) -> StageFailed:

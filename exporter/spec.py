@@ -78,6 +78,10 @@ class Entry:
     family: str = "manual"            # manual | torchvision | timm | transformers
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[TensorSpec, ...] | str | None = None   # specs, or "module:attr" callable
+    # More input sets for the same export (torch.export.AdditionalInputs): dims that differ
+    # between them become dynamic; the program is checked on each. Or a "module:attr"
+    # callable returning a list of input sets.
+    examples: tuple[tuple[TensorSpec, ...], ...] | str | None = None
     # A mapping input -> dim -> DimSpec, "auto" (Dim.AUTO on every dim of every tensor input)
     # or "discover" (the same, overriding a case's own dims, and the dynamic stage also tries
     # each range's edges and random sizes inside it).

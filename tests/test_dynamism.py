@@ -204,3 +204,36 @@ def test_a_spec_the_model_cannot_honour_at_all_is_suggested_static(fresh_loader)
         ["patho/constraint_violation"])[0], loader=fresh_loader, modes=("non-strict",))
     assert r.category == "CONSTRAINT_VIOLATION"
     assert r.dynamic_suggested == "dynamic_shapes: {}   # x.shape[0] = 4 (fixed by the model)"
+
+
+def test_several_examples_make_the_dims_that_differ_dynamic(fresh_loader):
+    r = _both_modes("dyn/examples", fresh_loader)
+    assert r.status == "PASS", r.message
+    assert r.dynamic_requested == ["x.shape[0] (dynamic)", "x.shape[1] (dynamic)"]
+    assert r.dynamic_achieved == ["x.shape[0] in [2, inf]", "x.shape[1] in [2, inf]"]
+    assert r.dynamic_sizes_tested[:2] == ["example 1: x=[4, 5, 7]", "example 2: x=[3, 9, 7]"]
+
+
+def test_an_example_the_model_cannot_run_fails_by_name(fresh_loader):
+    r = _both_modes("dyn/examples_past_the_table", fresh_loader)
+    assert (r.status, r.category) == ("XFAIL", "DYNAMIC_SHAPE_FAILURE")
+    assert r.message.startswith("eager fails at example 2: tokens=[3, 20]: ")
+
+
+def test_examples_from_a_case_dict(write_manifest, fresh_loader, tmp_path):
+    (tmp_path / "case.py").write_text(
+        "import torch\n"
+        "class Add(torch.nn.Module):\n"
+        "    def forward(self, x, y):\n"
+        "        return x + y\n"
+        "def make():\n"
+        "    return {'model': Add(), 'args': (torch.randn(2, 3), torch.randn(2, 3)),\n"
+        "            'examples': [(torch.randn(5, 3), torch.randn(5, 3)),\n"
+        "                         {'args': (torch.randn(4, 3), torch.randn(4, 3))}]}\n")
+    entry = load_manifest(write_manifest(
+        "version: 1\nentries:\n  - name: add\n    entrypoint: case.py:make\n")).entries[0]
+    [r] = run_entry(entry, loader=fresh_loader, modes=("non-strict",))
+    assert r.status == "PASS", r.message
+    assert r.dynamic_relations == ["y.shape[0] == x.shape[0]"]
+    assert r.dynamic_sizes_tested[:2] == ["example 1: x=[5, 3], y=[5, 3]",
+                                          "example 2: x=[4, 3], y=[4, 3]"]

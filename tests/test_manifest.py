@@ -182,6 +182,14 @@ MISTAKES = [
     ("derived-base", "version: 1\nentries:" + GOOD_ENTRY +
      "    dynamic_shapes: {0: {1: '2*batch'}}\n", "manifest.yaml", "mlp",
      "dynamic_shapes.0.1", "derived from 'batch', which no dim of this entry is named"),
+    ("examples-count", "version: 1\nentries:" + GOOD_ENTRY +
+     "    examples: [[{shape: [3, 4]}, {shape: [3, 4]}]]\n", "manifest.yaml", "mlp",
+     "examples[0]", "has 2 inputs; 'inputs' has 1"),
+    ("examples-dtype", "version: 1\nentries:" + GOOD_ENTRY +
+     "    examples: [[{shape: [3, 4], dtype: int64}]]\n", "manifest.yaml", "mlp",
+     "examples[0][0]", "is int64 of rank 2; inputs[0] is float32 of rank 2"),
+    ("examples-form", "version: 1\nentries:" + GOOD_ENTRY + "    examples: [{shape: [3, 4]}]\n",
+     "manifest.yaml", "mlp", "examples", "must be a non-empty list of input lists"),
     ("duplicate-name", "version: 1\nentries:" + GOOD_ENTRY + GOOD_ENTRY, "manifest.yaml", "mlp", "name",
      "duplicate entry name"),
     ("entrypoint-form", "version: 1\nentries:\n  - name: mlp\n    entrypoint: models/tiny.py.make_mlp\n",
