@@ -237,3 +237,21 @@ def test_examples_from_a_case_dict(write_manifest, fresh_loader, tmp_path):
     assert r.dynamic_relations == ["y.shape[0] == x.shape[0]"]
     assert r.dynamic_sizes_tested[:2] == ["example 1: x=[5, 3], y=[5, 3]",
                                           "example 2: x=[4, 3], y=[4, 3]"]
+
+
+def test_a_shapes_collection_from_a_case_names_its_tensors_dims():
+    class Add(torch.nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    x, y = torch.randn(3, 4), torch.randn(3, 4)
+    shapes = torch.export.ShapesCollection()
+    batch = torch.export.Dim("batch", min=2, max=16)
+    shapes[x] = {0: batch}
+    shapes[y] = {0: batch}
+    asked = dynamism.requested(Add(), (x, y), {}, shapes)
+    assert [(a.label, a.asked) for a in asked] == [("x.shape[0]", "batch"),
+                                                   ("y.shape[0]", "batch")]
+    ep = torch.export.export(Add(), (x, y), dynamic_shapes=shapes)
+    found = dynamism.describe(ep, Add(), (x, y), {}, asked, None)
+    assert found.achieved == ["x.shape[0] in [2, 16]", "y.shape[0] in [2, 16]"]
