@@ -4,7 +4,8 @@ The page holds everything (inline CSS, a small inline script, SVG charts drawn b
 :mod:`orchestrator.views.charts`); it fetches nothing, so it can be mailed, attached to a CI
 job or opened from an object store.  It shows the headline pass rate and counts, the stage
 funnel, pass rates by family / tag / mode, the failure taxonomy, the top failure clusters
-with their repro commands, regressions and fixes against a baseline run, the trend over
+with their repro commands, the dynamism of the exported programs (which input dims stayed
+dynamic, per family and model), regressions and fixes against a baseline run, the trend over
 every run of the results folder, the slowest and most memory-hungry entries, and a
 sortable, filterable table of every (entry, mode).  Data-integrity problems (missing or
 torn files, unfinished runs) are shown in a banner at the top.
@@ -28,6 +29,7 @@ from orchestrator.results.runs import RunData, RunInfo, list_runs, previous_run,
     resolve_run
 from orchestrator.results.storage import write_output
 from orchestrator.views import diff as diffmod
+from orchestrator.views import dynamism as dynamism_view
 from orchestrator.views.assets import CSS, JS, PAGE_SIZE
 from orchestrator.views.charts import Bar, Point, Segment, attrs, esc, hbar_chart, run_chart
 CHANGE_NOTES = {
@@ -177,6 +179,7 @@ def build_report(run: RunData, history: Sequence[RunSummary] = (),
         _trend(history, run),
         '<div class="grid2">', _funnel(rows), _taxonomy(rows), "</div>",
         _clusters(rows),
+        dynamism_view.section(rows),
         '<div class="grid3">',
         _rates("by-family", "Pass rate by family", group_counts(rows, "family")),
         _rates("by-mode", "Pass rate by mode", group_counts(rows, "mode")),
@@ -187,7 +190,8 @@ def build_report(run: RunData, history: Sequence[RunSummary] = (),
     ]
     nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("headline", "summary"), ("changes", "changes"), ("trend", "trend"), ("funnel", "funnel"),
-        ("taxonomy", "taxonomy"), ("clusters", "clusters"), ("by-family", "pass rates"),
+        ("taxonomy", "taxonomy"), ("clusters", "clusters"), ("dynamism", "dynamism"),
+        ("by-family", "pass rates"),
         ("slowest", "slowest"), ("memory", "memory"), ("entries", "all entries")))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
