@@ -13,9 +13,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from exporter.taxonomy import STAGE_FALLBACK
 from orchestrator.views.charts import Bar, Segment, attrs, esc, hbar_chart
 
-DYNAMIC_FAILURE = "DYNAMIC_SHAPE_FAILURE"
+DYNAMIC_FAILURE = STAGE_FALLBACK["dynamic"]     # what a failure at other sizes is
 TOP_MODELS = 300
 
 
