@@ -35,7 +35,7 @@ from exporter.yamlfile import YamlProblem, load_yaml
 
 TOP_KEYS = ("version", "defaults", "include", "entries", "families")
 ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "examples", "dynamic_shapes", "modes",
-              "device", "tolerance", "timeout_s", "tags", "expect", "train", "seed")
+              "device", "tolerance", "timeout_s", "tags", "expect", "train", "seed", "localize")
 DEFAULTABLE_KEYS = tuple(k for k in ENTRY_KEYS if k not in ("name", "entrypoint"))
 FAMILY_COMMON_KEYS = ("source", "include", "exclude", "limit", "defaults", "overrides")
 SUPPORTED_VERSIONS = (1,)
@@ -282,6 +282,9 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
     train = raw.get("train", False)
     if not isinstance(train, bool):
         scope.error(f"must be true or false, got {quote(train)}", "train")
+    localize = raw.get("localize", False)
+    if not isinstance(localize, bool):
+        scope.error(f"must be true or false, got {quote(localize)}", "localize")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 63:
         scope.error(f"must be an integer in [0, 2**63), got {quote(seed)}", "seed")
@@ -291,7 +294,8 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
                  family=family, kwargs=dict(kwargs), inputs=inputs, examples=examples,
                  dynamic_shapes=dynamic,
                  modes=modes, device=device, tolerance=tolerance, timeout_s=float(timeout),
-                 tags=tuple(dict.fromkeys(tags)), expect=expect, train=train, seed=seed)
+                 tags=tuple(dict.fromkeys(tags)), expect=expect, train=train, seed=seed,
+                 localize=localize)
 
 
 def _check_entrypoint(scope: _Scope, value: Any, base: str, field: str,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import structlog
 import torch
 
-from exporter import draft, dynamism, graphinfo, numerics
+from exporter import draft, dynamism, graphinfo, localize, numerics
 from exporter.families import noop
 from exporter.freshload import (FreshLoader, LoadRequest, LoadResult, check_in_process,
                                  pytree_owner_modules)
@@ -287,6 +287,8 @@ def _run_mode(run: ModeRun, logger: Any) -> None:
             if name == "export" and shared.options.draft_export and shared.case is not None:
                 draft.enrich(record, lambda: (shared.fresh_model(), *shared.fresh_inputs()),
                              shared.case.dynamic_shapes, run.strict)
+            if name == "export" and (shared.options.localize or shared.entry.localize):
+                _localize(run)
         finally:
             record.seconds[name] = round(time.perf_counter() - t0, 4)
         logger.debug("stage", stage=name, seconds=record.seconds[name],
@@ -296,6 +298,25 @@ def _run_mode(run: ModeRun, logger: Any) -> None:
     for name, state in record.stage_status.items():
         if state == "running":
             record.stage_status[name] = "not_reached"
+
+
+def _localize(run: ModeRun) -> None:
+    """Find the smallest submodules whose export fails on their own, within the deadline
+    (most of what is left of it: the row must still be written)."""
+    shared, record = run.shared, run.record
+    category = CATEGORY_BY_NAME.get(record.category or "")
+    if shared.case is None or category is None or category.infra:
+        return
+    t0 = time.monotonic()
+    found = localize.localize(shared.case.model, shared.fresh_inputs, run.strict,
+                              record.category, deadline=t0 + 0.8 * run.remaining(),
+                              seed=shared.entry.seed)
+    record.localized_paths = [p.path for p in found.failing]
+    record.localized_classes = [p.cls for p in found.failing]
+    record.localized_categories = [p.category or "" for p in found.failing]
+    record.localized_passing = [p.path for p in found.passing]
+    record.localize_s = round(time.monotonic() - t0, 3)
+    record.localize_complete = found.complete
 
 
 def stage_export(run: ModeRun) -> None:

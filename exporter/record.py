@@ -54,6 +54,12 @@ class Record:
     dynamic_specialized: list[str] = field(default_factory=list)
     dynamic_relations: list[str] = field(default_factory=list)
     dynamic_suggested: str | None = None      # torch's fix for a violated spec, as a snippet
+    localized_paths: list[str] = field(default_factory=list)        # exporter.localize
+    localized_classes: list[str] = field(default_factory=list)
+    localized_categories: list[str] = field(default_factory=list)
+    localized_passing: list[str] = field(default_factory=list)
+    localize_s: float | None = None
+    localize_complete: bool | None = None
     decomposed_node_count: int | None = None
     non_core_ops: list[str] = field(default_factory=list)
     artifact_path: str | None = None

@@ -22,7 +22,7 @@ import pyarrow as pa
 from exporter.record import Record
 from exporter.taxonomy import STAGES
 
-SCHEMA_VERSION = 2   # 2: dynamic_requested/achieved/specialized/relations/suggested
+SCHEMA_VERSION = 2   # 2: dynamic_*, localized_*, localize_*
 _TS = pa.timestamp("us", tz="UTC")
 _STR_LIST = pa.list_(pa.string())
 
@@ -87,6 +87,14 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
      "the guard that did it and where: 'x.shape[1] = 6: Eq(x.shape[1], 6) at m.py:7 in forward'"),
     ("dynamic_relations", _STR_LIST, "what torch found between dynamic dims: 'y.shape[0] == "
      "x.shape[0]', 'z.shape[1] == 2*x.shape[1]'"),
+    ("localized_paths", _STR_LIST, "with localization (--localize): the smallest submodules "
+     "that fail to export on their own, e.g. 'roi_heads.box_roi_pool'; '' is the whole model "
+     "(every submodule it calls exports: its own forward fails)"),
+    ("localized_classes", _STR_LIST, "their classes, in the same order"),
+    ("localized_categories", _STR_LIST, "the category each fails with on its own"),
+    ("localized_passing", _STR_LIST, "the largest submodules tried that export on their own"),
+    ("localize_s", pa.float64(), "seconds the localization took (not in total_s)"),
+    ("localize_complete", pa.bool_(), "false when the deadline cut the search short"),
     ("dynamic_suggested", pa.string(), "on CONSTRAINT_VIOLATION: torch's suggested fix, which "
      "exported, as a manifest snippet to paste (dynamic_achieved then describes it)"),
     ("decomposed_node_count", pa.int32(), "nodes after run_decompositions() to core ATen"),
@@ -161,6 +169,11 @@ def row(record: Record, ctx: RowContext, final: bool = True) -> dict[str, Any]:
         "dynamic_specialized": list(record.dynamic_specialized),
         "dynamic_relations": list(record.dynamic_relations),
         "dynamic_suggested": record.dynamic_suggested,
+        "localized_paths": list(record.localized_paths),
+        "localized_classes": list(record.localized_classes),
+        "localized_categories": list(record.localized_categories),
+        "localized_passing": list(record.localized_passing),
+        "localize_s": record.localize_s, "localize_complete": record.localize_complete,
         "decomposed_node_count": record.decomposed_node_count,
         "non_core_ops": list(record.non_core_ops), "artifact_path": record.artifact_path,
         "artifact_sha256": record.artifact_sha256, "artifact_bytes": record.artifact_bytes,

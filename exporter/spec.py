@@ -94,6 +94,7 @@ class Entry:
     expect: Mapping[str, Expectation] = field(default_factory=dict)   # mode -> expectation
     train: bool = False
     seed: int = 0
+    localize: bool = False            # on an export failure, find the failing submodules
 
     def expectation(self, mode: str) -> Expectation | None:
         return self.expect.get(mode)
@@ -121,6 +122,7 @@ class PipelineOptions:
     use_cuda: bool = True             # False on CPU workers: `any` entries stay on the CPU even
                                       # where the node has a GPU (it belongs to the GPU workers)
     discover_dynamic: bool = False    # --dynamic discover: every entry as dynamic_shapes: discover
+    localize: bool = False            # --localize: every entry as localize: true
     share_between_modes: bool = True  # one decomposition for two identical programs, one
                                       # ep.module() per mode, one decomposition table per
                                       # process; False recomputes all (bench/pipeline_savings.py)

@@ -272,6 +272,23 @@ def test_dynamism_per_family_and_model_least_covered_first():
     assert "strict: the program fails at x.shape[2]=2" in models[2].text()
 
 
+def test_clusters_list_the_failing_submodules_with_a_repro_each():
+    rows = [_row("det/frcnn", "FAIL", "DATA_DEPENDENT_GUARD", "export", mode=m,
+                 localized_paths=["roi_heads", ""], localized_classes=["RoIHeads", "Frcnn"],
+                 localized_categories=["DATA_DEPENDENT_GUARD", "UNSUPPORTED_TYPE"])
+            for m in ("non-strict", "strict")]
+    doc = dom(report.build_report(_run(rows)))
+    [cluster] = doc.by_id("clusters").all("tbody")[0].all("tr")
+    items = cluster.all("li")
+    texts = [i.text() for i in items if "[" in i.text()]
+    assert any("det/frcnn [strict]: roi_heads RoIHeads · DATA_DEPENDENT_GUARD" in t
+               for t in texts)
+    assert any("(itself) Frcnn · UNSUPPORTED_TYPE" in t for t in texts)
+    repros = [c.text() for c in cluster.all("code", class_="repro")]
+    assert "exportsweep repro m.yaml det/frcnn --mode strict --submodule roi_heads" in repros
+    assert "exportsweep repro m.yaml det/frcnn --mode strict --submodule ''" in repros
+
+
 def test_entries_table_has_one_row_per_pair_with_its_facts():
     rows = _night("night-2", broken=True)
     doc = dom(report.build_report(_run(rows)))

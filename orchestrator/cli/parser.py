@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("entry")
     repro.add_argument("--mode", choices=MODES, default=None,
                        help="the mode to rerun (default: every mode of the entry)")
+    repro.add_argument("--submodule", metavar="PATH",
+                       help="export only this submodule (e.g. roi_heads.box_roi_pool, from a "
+                            "row's localized_paths) with the inputs it receives in the model")
     _pipeline_args(repro, modes=False)
     repro.set_defaults(func=sweep.cmd_repro)
     return parser
@@ -182,6 +185,10 @@ def _pipeline_args(p: argparse.ArgumentParser, modes: bool = True) -> None:
     p.add_argument("--draft-export", action="store_true",
                    help="on export failure, record what torch.export.draft_export reports")
     p.add_argument("--aoti", action="store_true", help="also compile with AOTInductor (slow)")
+    p.add_argument("--localize", action="store_true",
+                   help="on an export failure, find the smallest submodules that fail to export "
+                        "on their own (bisecting the module tree with the inputs each received; "
+                        "within the entry's deadline)")
     p.add_argument("--dynamic", choices=["discover"],
                    help="discover: every entry as `dynamic_shapes: discover` (Dim.AUTO on every "
                         "dim of every tensor input; report what stayed dynamic and why not; "

@@ -16,6 +16,7 @@ torn files, unfinished runs) are shown in a banner at the top.
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -405,9 +406,13 @@ def _clusters(rows: Sequence[dict[str, Any]]) -> str:
     if not clusters:
         return '<section id="clusters" data-count="0"><h2>Failure clusters</h2><p class="none">' \
                'No failing rows.</p></section>'
+    parts = _localized_parts(rows)
     trs = []
     for c in clusters[:TOP_CLUSTERS]:
         message = (c.message or "").strip()[:1500]
+        where = parts.get(c.signature, [])
+        found = (f'<details class="where"><summary>failing submodules ({len(where)})</summary>'
+                 f'<ul>{"".join(where[:20])}</ul></details>') if where else ""
         entries = "".join(f"<li>{esc(e)}</li>" for e in c.entries[:50])
         more = f"<li>… {len(c.entries) - 50} more</li>" if len(c.entries) > 50 else ""
         code = f'<span class="sig">{esc(c.error_code)}</span> ' if c.error_code else ""
@@ -418,7 +423,8 @@ def _clusters(rows: Sequence[dict[str, Any]]) -> str:
             f'</details></td><td>{esc(", ".join(c.categories))}<br><span class="sig">'
             f'{esc(c.signature)}</span></td><td>{esc(", ".join(c.stages))}</td>'
             f'<td class="nw">{"<br>".join(esc(m) for m in c.modes)}</td><td class="msg">'
-            f'<div class="clamp">{esc(message)}</div><div>{code}{_repro(c.repro)}</div></td></tr>')
+            f'<div class="clamp">{esc(message)}</div><div>{code}{_repro(c.repro)}</div>'
+            f'{found}</td></tr>')
     shown = f"top {TOP_CLUSTERS} of {len(clusters)}" if len(clusters) > TOP_CLUSTERS else \
         f"{len(clusters)}"
     return (f'<section id="clusters" data-count="{len(clusters)}"><h2>Failure clusters <span '
@@ -429,6 +435,23 @@ def _clusters(rows: Sequence[dict[str, Any]]) -> str:
             f'style="width:8%">modes</th><th>message '
             f'(click to expand) · error code · repro</th></tr></thead><tbody>{"".join(trs)}'
             f'</tbody></table></div></section>')
+
+
+def _localized_parts(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per signature, the failing submodules localization found (--localize), each with the
+    command that exports just that part."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        paths = r.get("localized_paths") or []
+        for path, cls, category in zip(paths, r.get("localized_classes") or [],
+                                       r.get("localized_categories") or []):
+            target = shlex.quote(path)           # '' names the whole model
+            repro = f'{r["repro"]} --submodule {target}' if r.get("repro") else None
+            item = (f'<li>{esc(r["entry"])} [{esc(r["mode"])}]: <b>{esc(path or "(itself)")}'
+                    f'</b> {esc(cls)} · {esc(category)}{_repro(repro, compact=True)}</li>')
+            if r.get("signature") and item not in out[r["signature"]]:
+                out[r["signature"]].append(item)
+    return out
 
 
 def _rates(section_id: str, title: str, groups: list[tuple[str, dict[str, int]]]) -> str:
