@@ -21,19 +21,17 @@ import importlib.util
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from exporter import families
+from exporter import expectations, families
 from exporter.errors import ManifestError, ManifestErrors
-from exporter.spec import (DEVICES, DTYPES, EXPECT_STATUSES, INTEGER_DTYPES, MODES, DimSpec,
-                           Entry, Expectation, TensorSpec, Tolerance, target_path)
-from exporter.status import FAIL, PASS
-from exporter.taxonomy import CATEGORY_NAMES, STAGES
-from exporter.text import has_control, quote
+from exporter.spec import (DEVICES, DTYPES, INTEGER_DTYPES, MODES, DimSpec, Entry, Expectation,
+                           TensorSpec, Tolerance, target_path)
+from exporter.text import has_control, quote, unknown_keys
 from exporter.yamlfile import YamlProblem, load_yaml
 
-TOP_KEYS = ("version", "defaults", "include", "entries", "families")
+TOP_KEYS = ("version", "defaults", "include", "entries", "families", "expectations")
 ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "examples", "dynamic_shapes", "modes",
               "device", "tolerance", "timeout_s", "tags", "expect", "train", "seed", "localize")
 DEFAULTABLE_KEYS = tuple(k for k in ENTRY_KEYS if k not in ("name", "entrypoint"))
@@ -71,6 +69,9 @@ class Manifest:
     path: str
     entries: tuple[Entry, ...]
     files: tuple[str, ...] = field(default=())   # every file read, includes too
+    expectations: str | None = None              # the expectations file it names
+    # each entry's own expect (before the expectations file): what `expect update` compares to
+    own_expect: dict[str, dict[str, Expectation]] = field(default_factory=dict)
 
     def select(self, patterns: list[str] | None) -> tuple[Entry, ...]:
         if not patterns:
@@ -92,17 +93,47 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     path = os.fspath(path)
     entries: list[Entry] = []
     files: list[str] = []
-    _read_file(path, {}, [], entries, files, errors)
+    named: list[str] = []
+    _read_file(path, {}, [], entries, files, errors, named=named)
     _check_unique(entries, errors)
+    own = {e.name: dict(e.expect) for e in entries}
+    exp_path = named[0] if named else None
+    if exp_path is not None and not errors:
+        entries = _apply_expectations(exp_path, entries, errors)
+        if os.path.exists(exp_path):
+            files.append(exp_path)
     if errors:
         raise ManifestErrors(errors)
-    return Manifest(path=path, entries=tuple(entries), files=tuple(files))
+    return Manifest(path=path, entries=tuple(entries), files=tuple(files),
+                    expectations=exp_path, own_expect=own)
+
+
+def _apply_expectations(path: str, entries: list[Entry],
+                        errors: list[ManifestError]) -> list[Entry]:
+    """Each entry with its modes' expectations from the file laid over its own."""
+    found = expectations.read_file(path, errors)
+    if found is None:
+        return entries
+    by_name = {e.name: e for e in entries}
+    scope = _Scope(path, errors)
+    out = {e.name: e for e in entries}
+    for name, value in found.raw.items():
+        entry = by_name.get(name)
+        if entry is None:
+            hint = difflib.get_close_matches(name, list(by_name), n=1)
+            scope.at(name).error("no entry of the manifest has this name" + (
+                f" (did you mean {hint[0]}?)" if hint else ""), "expectations")
+            continue
+        per_mode = expectations.check_expect(scope.at(name), value, entry.modes)
+        out[name] = replace(entry, expect={**entry.expect, **per_mode})
+    return [out[e.name] for e in entries]
 
 
 # -- files -----------------------------------------------------------------------------------
 
 def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list[Entry],
-               files: list[str], errors: list[ManifestError], root: str | None = None) -> None:
+               files: list[str], errors: list[ManifestError], root: str | None = None,
+               named: list[str] | None = None) -> None:
     scope = _Scope(path, errors)
     real = os.path.realpath(path)
     # Every file a sweep reads lies under the top manifest's folder: it is hashed into the
@@ -134,6 +165,17 @@ def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list
         return
 
     base = os.path.dirname(os.path.abspath(path))
+    if "expectations" in doc:
+        target = doc["expectations"]
+        if chain:
+            scope.error("only the top manifest names an expectations file", "expectations")
+        elif not isinstance(target, str) or not target.endswith((".yaml", ".yml")):
+            scope.error(f"must be a relative path to a .yaml file, got {quote(target)}",
+                        "expectations")
+        elif not os.path.realpath(os.path.join(base, target)).startswith(root + os.sep):
+            scope.error(f"{quote(target)} lies outside {root}", "expectations")
+        elif named is not None:
+            named.append(os.path.join(base, target))
     defaults = dict(inherited)
     own_defaults = doc.get("defaults") or {}
     if not isinstance(own_defaults, dict):
@@ -278,7 +320,7 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
         scope.error(f"must be a list of strings (each non-empty, at most {MAX_NAME} printable "
                     f"characters)", "tags")
         tags = []
-    expect = _check_expect(scope, raw.get("expect"), modes)
+    expect = expectations.check_expect(scope, raw.get("expect"), modes)
     train = raw.get("train", False)
     if not isinstance(train, bool):
         scope.error(f"must be true or false, got {quote(train)}", "train")
@@ -592,48 +634,6 @@ def _check_tolerance(scope: _Scope, value: Any) -> Tolerance:
     return Tolerance(**out)
 
 
-def _check_expect(scope: _Scope, value: Any, modes: tuple[str, ...]) -> dict[str, Expectation]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        scope.error("must be {status, category?, stage?} or a mapping mode -> that", "expect")
-        return {}
-    if not set(value) & set(MODES):       # one expectation for every mode of the entry
-        one = _check_expectation(scope, value, "expect")
-        return {m: one for m in modes} if one is not None else {}
-    _unknown_keys(scope, value, MODES, "expect")
-    out: dict[str, Expectation] = {}
-    for mode in MODES:
-        if mode in value:
-            one = _check_expectation(scope, value[mode], f"expect.{mode}")
-            if one is not None:
-                out[mode] = one
-    return out
-
-
-def _check_expectation(scope: _Scope, spec: Any, fld: str) -> Expectation | None:
-    if not isinstance(spec, dict):
-        scope.error("must be a mapping {status, category?, stage?}", fld)
-        return None
-    _unknown_keys(scope, spec, ("status", "category", "stage"), fld)
-    status = spec.get("status", FAIL)
-    category, stage = spec.get("category"), spec.get("stage")
-    if status not in EXPECT_STATUSES:
-        scope.error(f"status must be one of {', '.join(EXPECT_STATUSES)}, got {quote(status)}",
-                    f"{fld}.status")
-    elif category is not None and category not in CATEGORY_NAMES:
-        hint = difflib.get_close_matches(str(category), CATEGORY_NAMES, n=1)
-        scope.error(f"unknown category {quote(category)}" + (
-            f" (did you mean {hint[0]}?)" if hint else ""), f"{fld}.category")
-    elif stage is not None and stage not in STAGES:
-        scope.error(f"unknown stage {quote(stage)} (stages: {', '.join(STAGES)})", f"{fld}.stage")
-    elif status == PASS and (category or stage):
-        scope.error("an expected PASS takes no category or stage", fld)
-    else:
-        return Expectation(status, category, stage)
-    return None
-
-
 def _check_unique(entries: list[Entry], errors: list[ManifestError]) -> None:
     first: dict[str, Entry] = {}
     for entry in entries:
@@ -650,14 +650,7 @@ def _check_unique(entries: list[Entry], errors: list[ManifestError]) -> None:
 
 def _unknown_keys(scope: _Scope, mapping: dict[str, Any], allowed: tuple[str, ...],
                   prefix: str | None) -> None:
-    for key in mapping:
-        if key not in allowed:
-            hint = difflib.get_close_matches(str(key), allowed, n=1)
-            shown = key if isinstance(key, str) and len(key) <= 40 and not has_control(key) \
-                else quote(key, 40)
-            fld = f"{prefix}.{shown}" if prefix else shown
-            scope.error("unknown key" + (f" (did you mean {quote(hint[0])}?)" if hint else
-                                         f" (allowed: {', '.join(allowed)})"), fld)
+    unknown_keys(scope.error, mapping, allowed, prefix)
 
 
 def _is_list_of(value: Any, kind: type) -> bool:

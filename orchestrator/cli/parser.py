@@ -1,7 +1,7 @@
 """The ``exportsweep`` argument parser: every command, option and value check in one place.
 
 Each command's handler lives in the module of its group (``sweep``: run, validate, repro;
-``results``: diff, junit, report, compact; ``jobs``: submit, jobs).
+``results``: diff, junit, report, compact; ``jobs``: submit, jobs; ``expect``: expect update).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from typing import NoReturn
 
 from exporter.spec import MODES
-from orchestrator.cli import jobs, results, sweep
+from orchestrator.cli import expect, jobs, results, sweep
 from orchestrator.execute.scheduling import SCHEDULES
 
 
@@ -160,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_.add_argument("--follow", "-f", action="store_true",
                       help="logs: stream until the job ends, then exit with its outcome")
     jobs_.set_defaults(func=jobs.cmd_jobs)
+
+    expect_ = sub.add_parser("expect", help="maintain a manifest's expectations file")
+    expect_sub = expect_.add_subparsers(dest="action", required=True, metavar="ACTION")
+    update = expect_sub.add_parser(
+        "update", help="write each entry's observed outcome (status, category, stage per mode) "
+                       "into the expectations file the manifest names; comments and order stay")
+    update.add_argument("manifest")
+    update.add_argument("--from", dest="source", required=True, metavar="DIR",
+                        help="results folder holding the run")
+    update.add_argument("--run", default="latest", help="run id or alias (default: latest)")
+    update.add_argument("--only", action="append", metavar="GLOB",
+                        help="update only entries whose name matches (repeatable)")
+    update.add_argument("--family", action="append", metavar="FAMILY",
+                        help="update only entries of this family (repeatable)")
+    update.add_argument("--dry-run", action="store_true",
+                        help="print the change as a unified diff; write nothing")
+    update.set_defaults(func=expect.cmd_expect)
 
     validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
     validate.add_argument("manifest")
