@@ -60,6 +60,9 @@ class Record:
     localized_passing: list[str] = field(default_factory=list)
     localize_s: float | None = None
     localize_complete: bool | None = None
+    reruns: int | None = None                 # --flaky-reruns: fresh-process reruns done
+    flaky: bool | None = None
+    flaky_outcomes: list[str] = field(default_factory=list)
     decomposed_node_count: int | None = None
     non_core_ops: list[str] = field(default_factory=list)
     artifact_path: str | None = None

@@ -22,7 +22,7 @@ import pyarrow as pa
 from exporter.record import Record
 from exporter.taxonomy import STAGES
 
-SCHEMA_VERSION = 2   # 2: dynamic_*, localized_*, localize_*
+SCHEMA_VERSION = 2   # 2: dynamic_*, localized_*, localize_*, reruns, flaky*
 _TS = pa.timestamp("us", tz="UTC")
 _STR_LIST = pa.list_(pa.string())
 
@@ -95,6 +95,12 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("localized_passing", _STR_LIST, "the largest submodules tried that export on their own"),
     ("localize_s", pa.float64(), "seconds the localization took (not in total_s)"),
     ("localize_complete", pa.bool_(), "false when the deadline cut the search short"),
+    ("reruns", pa.int16(), "with --flaky-reruns N: how many fresh-process reruns of the entry "
+     "ran (null without the option)"),
+    ("flaky", pa.bool_(), "the entry's outcome in this mode (status, category, stage) differed "
+     "between its first run and a rerun; diff and its gates treat it apart"),
+    ("flaky_outcomes", _STR_LIST, "every outcome seen when flaky: 'PASS', 'FAIL "
+     "NUMERIC_MISMATCH @numerics'"),
     ("dynamic_suggested", pa.string(), "on CONSTRAINT_VIOLATION: torch's suggested fix, which "
      "exported, as a manifest snippet to paste (dynamic_achieved then describes it)"),
     ("decomposed_node_count", pa.int32(), "nodes after run_decompositions() to core ATen"),
@@ -174,6 +180,8 @@ def row(record: Record, ctx: RowContext, final: bool = True) -> dict[str, Any]:
         "localized_categories": list(record.localized_categories),
         "localized_passing": list(record.localized_passing),
         "localize_s": record.localize_s, "localize_complete": record.localize_complete,
+        "reruns": record.reruns, "flaky": record.flaky,
+        "flaky_outcomes": list(record.flaky_outcomes),
         "decomposed_node_count": record.decomposed_node_count,
         "non_core_ops": list(record.non_core_ops), "artifact_path": record.artifact_path,
         "artifact_sha256": record.artifact_sha256, "artifact_bytes": record.artifact_bytes,

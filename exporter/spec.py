@@ -123,6 +123,7 @@ class PipelineOptions:
                                       # where the node has a GPU (it belongs to the GPU workers)
     discover_dynamic: bool = False    # --dynamic discover: every entry as dynamic_shapes: discover
     localize: bool = False            # --localize: every entry as localize: true
+    flaky_reruns: int = 0             # --flaky-reruns N: rerun each entry N times, fresh
     share_between_modes: bool = True  # one decomposition for two identical programs, one
                                       # ep.module() per mode, one decomposition table per
                                       # process; False recomputes all (bench/pipeline_savings.py)

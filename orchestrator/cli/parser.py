@@ -202,6 +202,11 @@ def _pipeline_args(p: argparse.ArgumentParser, modes: bool = True) -> None:
     p.add_argument("--draft-export", action="store_true",
                    help="on export failure, record what torch.export.draft_export reports")
     p.add_argument("--aoti", action="store_true", help="also compile with AOTInductor (slow)")
+    if modes:      # run only: repro is one run by definition
+        p.add_argument("--flaky-reruns", type=_non_negative_int, default=0, metavar="N",
+                       help="rerun each entry N more times, each in a fresh process; an entry "
+                            "whose outcome (status, category, stage) changes is marked flaky "
+                            "with every outcome seen (diff and its gates treat it apart)")
     p.add_argument("--localize", action="store_true",
                    help="on an export failure, find the smallest submodules that fail to export "
                         "on their own (bisecting the module tree with the inputs each received; "

@@ -23,7 +23,8 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
                            artifacts_dir=os.path.abspath(args.keep_artifacts)
                            if args.keep_artifacts else None,
                            discover_dynamic=args.dynamic == "discover",
-                           localize=args.localize)
+                           localize=args.localize,
+                           flaky_reruns=getattr(args, "flaky_reruns", 0))
 
 
 def cmd_run(args: argparse.Namespace) -> None:

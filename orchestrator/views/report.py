@@ -39,6 +39,7 @@ CHANGE_NOTES = {
     "SIGNATURE_CHANGED": "same category, another root cause", "FIXED": "failed, passes now",
     "PROGRESSED": "still fails, but at a later stage", "NEW_ENTRY": "not in the baseline",
     "DRIFT": "outcome unchanged; numerics, time or memory drifted, or an XPASS",
+    "FLAKY": "changed, but the entry is flaky (--flaky-reruns saw it flip): not a regression",
 }
 BAD_CHANGES = ("NEW_FAILURE", "REGRESSED", "MISSING")
 GOOD_CHANGES = ("FIXED", "PROGRESSED")
@@ -180,6 +181,7 @@ def build_report(run: RunData, history: Sequence[RunSummary] = (),
         _trend(history, run),
         '<div class="grid2">', _funnel(rows), _taxonomy(rows), "</div>",
         _clusters(rows),
+        _flaky(rows),
         dynamism_view.section(rows),
         '<div class="grid3">',
         _rates("by-family", "Pass rate by family", group_counts(rows, "family")),
@@ -435,6 +437,23 @@ def _clusters(rows: Sequence[dict[str, Any]]) -> str:
             f'style="width:8%">modes</th><th>message '
             f'(click to expand) · error code · repro</th></tr></thead><tbody>{"".join(trs)}'
             f'</tbody></table></div></section>')
+
+
+def _flaky(rows: Sequence[dict[str, Any]]) -> str:
+    """Entries whose outcome flipped between fresh-process reruns (--flaky-reruns)."""
+    flaky = sorted((r for r in rows if r.get("flaky")), key=lambda r: (r["entry"], r["mode"]))
+    if not flaky:
+        return ""
+    trs = "".join(
+        f'<tr{attrs({"entry": r["entry"], "mode": r["mode"]})}><td>{esc(r["entry"])}</td>'
+        f'<td>{esc(r["mode"])}</td><td class="num">{r.get("reruns") or 0}</td><td>'
+        + "<br>".join(esc(o) for o in r.get("flaky_outcomes") or []) + "</td></tr>"
+        for r in flaky)
+    return (f'<section id="flaky" data-count="{len(flaky)}"><h2>Flaky <span class="sub">'
+            f'{len(flaky)} (entry, mode) pairs whose outcome changed between fresh-process '
+            f'reruns; diff and its gates treat them apart</span></h2><div class="scroll"><table>'
+            f'<thead><tr><th>entry</th><th>mode</th><th class="num">reruns</th><th>outcomes '
+            f'seen</th></tr></thead><tbody>{trs}</tbody></table></div></section>')
 
 
 def _localized_parts(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
