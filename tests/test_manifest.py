@@ -139,7 +139,8 @@ def test_file_defaults_set_the_device_of_family_entries(write_manifest):
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "pathological.yaml", "nightly.yaml", "full.yaml",
-                                  "gpu.yaml", "nightly-sample.yaml", "dynamic.yaml"])
+                                  "gpu.yaml", "nightly-sample.yaml", "dynamic.yaml",
+                                  "localize.yaml"])
 def test_shipped_manifests_validate(name):
     m = load_manifest(MANIFESTS / name)
     assert m.entries
