@@ -10,6 +10,7 @@ export errors is dropped.
 from __future__ import annotations
 
 import hashlib
+import functools
 import linecache
 import os
 import re
@@ -105,10 +106,17 @@ def _library_roots() -> tuple[str, ...]:
 _INSTALLED = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
 
+@functools.lru_cache(maxsize=4096)
+def _real(filename: str) -> str:
+    """os.path.realpath, remembered: stacks repeat the same few hundred files, and the
+    shape log asks for a model frame at every guard torch adds."""
+    return os.path.realpath(filename)
+
+
 def _is_model_frame(filename: str, roots: tuple[str, ...]) -> bool:
     if filename.startswith("<"):
         return False
-    real = os.path.realpath(filename)
+    real = _real(filename)
     for root in roots:
         # A system Python keeps site-packages inside its stdlib folder: an installed model
         # library is not the standard library.
