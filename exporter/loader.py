@@ -13,7 +13,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -39,6 +39,7 @@ class Case:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     dynamic_shapes: Any            # what torch.export.export takes, or None
+    examples: list[tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
 
 
 def import_target(target: str, base_dir: str) -> Any:
@@ -85,7 +86,7 @@ def build_case(entry: Entry) -> Case:
     if not isinstance(made, dict) or not isinstance(made.get("model"), torch.nn.Module):
         raise CaseError(f"entrypoint {entry.entrypoint} must return an nn.Module or a dict "
                         f"{{model, args, kwargs?, dynamic_shapes?}}, got {type(made).__name__}")
-    unknown = set(made) - {"model", "args", "kwargs", "dynamic_shapes"}
+    unknown = set(made) - {"model", "args", "kwargs", "dynamic_shapes", "examples"}
     if unknown:
         raise CaseError(f"case from {entry.entrypoint} has unknown keys {sorted(unknown)}")
     model = made["model"]
@@ -97,11 +98,43 @@ def build_case(entry: Entry) -> Case:
         args, kwargs = example_inputs(entry)
     if not isinstance(args, tuple):
         raise CaseError(f"case args must be a tuple, got {type(args).__name__}")
-    if "dynamic_shapes" in made:
+    examples = _examples(made["examples"], "case") if "examples" in made else \
+        example_sets(entry)
+    if "dynamic_shapes" in made and entry.dynamic_shapes != "discover":
         dynamic = made["dynamic_shapes"]
+    elif examples and entry.dynamic_shapes is None:
+        # The dims that differ between the examples are the dynamic ones.
+        dynamic = torch.export.AdditionalInputs()
+        for more_args, more_kwargs in examples:
+            dynamic.add(more_args, more_kwargs or None)
     else:
         dynamic = torch_dynamic_shapes(entry.dynamic_shapes, model, args, kwargs)
-    return Case(model, args, kwargs, dynamic)
+    return Case(model, args, kwargs, dynamic, examples)
+
+
+def example_sets(entry: Entry) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The entry's ``examples`` as input sets (seeded like the main inputs)."""
+    if entry.examples is None:
+        return []
+    if isinstance(entry.examples, str):
+        return _examples(resolve(entry.examples, entry.base_dir)(), entry.examples)
+    return [(tuple(make_tensor(spec) for spec in specs), {}) for specs in entry.examples]
+
+
+def _examples(made: Any, where: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    if not isinstance(made, (list, tuple)) or not made:
+        raise CaseError(f"examples from {where} must be a non-empty list of input sets, got "
+                        f"{type(made).__name__}")
+    out = []
+    for one in made:
+        if isinstance(one, dict):
+            out.append((tuple(one.get("args", ())), dict(one.get("kwargs") or {})))
+        elif isinstance(one, (tuple, list)):
+            out.append((tuple(one), {}))
+        else:
+            raise CaseError(f"an input set from {where} must be a tuple of args or a dict "
+                            f"{{args, kwargs}}, got {type(one).__name__}")
+    return out
 
 
 def example_inputs(entry: Entry) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -132,20 +165,27 @@ def torch_dynamic_shapes(spec: Any, model: torch.nn.Module, args: tuple[Any, ...
     if spec is None:
         return None
     dims: dict[str, Any] = {}
-    if spec == "auto":
+    if spec in ("auto", "discover"):
         per_input = [({i: torch.export.Dim.AUTO for i in range(a.dim())}
                       if isinstance(a, torch.Tensor) else None) for a in args]
     else:
         per_input = []
         for i, arg in enumerate(args):
             wanted: dict[int, DimSpec] = spec.get(i, {})
-            per_input.append({j: _dim(d, f"d{i}_{j}", dims) for j, d in wanted.items()} or None)
+            per_input.append({j: _dim(d, f"d{i}_{j}", dims) for j, d in wanted.items()
+                              if d.derived is None} or None)
+        # Derived dims after every named one exists (they may refer to a later input's).
+        for i, wanted in spec.items():
+            for j, d in wanted.items():
+                if d.derived is not None and i < len(per_input):
+                    coeff, base, offset = d.derived
+                    per_input[i] = {**(per_input[i] or {}), j: coeff * dims[base] + offset}
     if not kwargs:
         return tuple(per_input)
     # With keyword inputs torch.export wants a dict keyed by parameter name.
     names = list(inspect.signature(model.forward).parameters)
     by_name: dict[str, Any] = {names[i]: s for i, s in enumerate(per_input)}
-    if spec == "auto":
+    if spec in ("auto", "discover"):
         by_name.update({k: ({i: torch.export.Dim.AUTO for i in range(v.dim())}
                             if isinstance(v, torch.Tensor) else None) for k, v in kwargs.items()})
     return by_name

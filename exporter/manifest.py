@@ -20,21 +20,20 @@ import importlib.machinery
 import importlib.util
 import math
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from exporter import families
+from exporter import expectations, families
 from exporter.errors import ManifestError, ManifestErrors
-from exporter.spec import (DEVICES, DTYPES, EXPECT_STATUSES, INTEGER_DTYPES, MODES, DimSpec,
-                           Entry, Expectation, TensorSpec, Tolerance, target_path)
-from exporter.status import FAIL, PASS
-from exporter.taxonomy import CATEGORY_NAMES, STAGES
-from exporter.text import has_control, quote
+from exporter.spec import (DEVICES, DTYPES, INTEGER_DTYPES, MODES, DimSpec, Entry, Expectation,
+                           TensorSpec, Tolerance, target_path)
+from exporter.text import has_control, quote, unknown_keys
 from exporter.yamlfile import YamlProblem, load_yaml
 
-TOP_KEYS = ("version", "defaults", "include", "entries", "families")
-ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "dynamic_shapes", "modes", "device",
-              "tolerance", "timeout_s", "tags", "expect", "train", "seed")
+TOP_KEYS = ("version", "defaults", "include", "entries", "families", "expectations")
+ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "examples", "dynamic_shapes", "modes",
+              "device", "tolerance", "timeout_s", "tags", "expect", "train", "seed", "localize")
 DEFAULTABLE_KEYS = tuple(k for k in ENTRY_KEYS if k not in ("name", "entrypoint"))
 FAMILY_COMMON_KEYS = ("source", "include", "exclude", "limit", "defaults", "overrides")
 SUPPORTED_VERSIONS = (1,)
@@ -70,6 +69,9 @@ class Manifest:
     path: str
     entries: tuple[Entry, ...]
     files: tuple[str, ...] = field(default=())   # every file read, includes too
+    expectations: str | None = None              # the expectations file it names
+    # each entry's own expect (before the expectations file): what `expect update` compares to
+    own_expect: dict[str, dict[str, Expectation]] = field(default_factory=dict)
 
     def select(self, patterns: list[str] | None) -> tuple[Entry, ...]:
         if not patterns:
@@ -91,17 +93,47 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     path = os.fspath(path)
     entries: list[Entry] = []
     files: list[str] = []
-    _read_file(path, {}, [], entries, files, errors)
+    named: list[str] = []
+    _read_file(path, {}, [], entries, files, errors, named=named)
     _check_unique(entries, errors)
+    own = {e.name: dict(e.expect) for e in entries}
+    exp_path = named[0] if named else None
+    if exp_path is not None and not errors:
+        entries = _apply_expectations(exp_path, entries, errors)
+        if os.path.exists(exp_path):
+            files.append(exp_path)
     if errors:
         raise ManifestErrors(errors)
-    return Manifest(path=path, entries=tuple(entries), files=tuple(files))
+    return Manifest(path=path, entries=tuple(entries), files=tuple(files),
+                    expectations=exp_path, own_expect=own)
+
+
+def _apply_expectations(path: str, entries: list[Entry],
+                        errors: list[ManifestError]) -> list[Entry]:
+    """Each entry with its modes' expectations from the file laid over its own."""
+    found = expectations.read_file(path, errors)
+    if found is None:
+        return entries
+    by_name = {e.name: e for e in entries}
+    scope = _Scope(path, errors)
+    out = {e.name: e for e in entries}
+    for name, value in found.raw.items():
+        entry = by_name.get(name)
+        if entry is None:
+            hint = difflib.get_close_matches(name, list(by_name), n=1)
+            scope.at(name).error("no entry of the manifest has this name" + (
+                f" (did you mean {hint[0]}?)" if hint else ""), "expectations")
+            continue
+        per_mode = expectations.check_expect(scope.at(name), value, entry.modes)
+        out[name] = replace(entry, expect={**entry.expect, **per_mode})
+    return [out[e.name] for e in entries]
 
 
 # -- files -----------------------------------------------------------------------------------
 
 def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list[Entry],
-               files: list[str], errors: list[ManifestError], root: str | None = None) -> None:
+               files: list[str], errors: list[ManifestError], root: str | None = None,
+               named: list[str] | None = None) -> None:
     scope = _Scope(path, errors)
     real = os.path.realpath(path)
     # Every file a sweep reads lies under the top manifest's folder: it is hashed into the
@@ -133,6 +165,17 @@ def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list
         return
 
     base = os.path.dirname(os.path.abspath(path))
+    if "expectations" in doc:
+        target = doc["expectations"]
+        if chain:
+            scope.error("only the top manifest names an expectations file", "expectations")
+        elif not isinstance(target, str) or not target.endswith((".yaml", ".yml")):
+            scope.error(f"must be a relative path to a .yaml file, got {quote(target)}",
+                        "expectations")
+        elif not os.path.realpath(os.path.join(base, target)).startswith(root + os.sep):
+            scope.error(f"{quote(target)} lies outside {root}", "expectations")
+        elif named is not None:
+            named.append(os.path.join(base, target))
     defaults = dict(inherited)
     own_defaults = doc.get("defaults") or {}
     if not isinstance(own_defaults, dict):
@@ -264,6 +307,7 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
     if device not in DEVICES:
         scope.error(f"must be one of {', '.join(DEVICES)}, got {quote(device)}", "device")
     inputs = _check_inputs(scope, raw.get("inputs"), base)
+    examples = _check_examples(scope, raw.get("examples"), base, inputs)
     dynamic = _check_dynamic(scope, raw.get("dynamic_shapes"), inputs)
     tolerance = _check_tolerance(scope, raw.get("tolerance"))
     timeout = raw.get("timeout_s", 300)
@@ -276,19 +320,24 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
         scope.error(f"must be a list of strings (each non-empty, at most {MAX_NAME} printable "
                     f"characters)", "tags")
         tags = []
-    expect = _check_expect(scope, raw.get("expect"), modes)
+    expect = expectations.check_expect(scope, raw.get("expect"), modes)
     train = raw.get("train", False)
     if not isinstance(train, bool):
         scope.error(f"must be true or false, got {quote(train)}", "train")
+    localize = raw.get("localize", False)
+    if not isinstance(localize, bool):
+        scope.error(f"must be true or false, got {quote(localize)}", "localize")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 63:
         scope.error(f"must be an integer in [0, 2**63), got {quote(seed)}", "seed")
     if len(scope.errors) > n_errors:
         return None
     return Entry(name=name, entrypoint=entrypoint or "", source=scope.file, base_dir=base,
-                 family=family, kwargs=dict(kwargs), inputs=inputs, dynamic_shapes=dynamic,
+                 family=family, kwargs=dict(kwargs), inputs=inputs, examples=examples,
+                 dynamic_shapes=dynamic,
                  modes=modes, device=device, tolerance=tolerance, timeout_s=float(timeout),
-                 tags=tuple(dict.fromkeys(tags)), expect=expect, train=train, seed=seed)
+                 tags=tuple(dict.fromkeys(tags)), expect=expect, train=train, seed=seed,
+                 localize=localize)
 
 
 def _check_entrypoint(scope: _Scope, value: Any, base: str, field: str,
@@ -387,17 +436,48 @@ def _check_modes(scope: _Scope, value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _check_inputs(scope: _Scope, value: Any, base: str) -> tuple[TensorSpec, ...] | str | None:
+def _check_examples(scope: _Scope, value: Any, base: str, inputs: Any) -> Any:
+    """More input sets for one export (torch.export.AdditionalInputs): a list of input lists
+    shaped like ``inputs`` (same count, same dtypes), or a 'module:attr' callable returning
+    a list of input sets."""
     if value is None:
         return None
     if isinstance(value, str):
-        return _check_entrypoint(scope, value, base, "inputs", required=True)
+        return _check_entrypoint(scope, value, base, "examples", required=True)
+    if not isinstance(value, list) or not value or not all(isinstance(v, list) for v in value):
+        scope.error("must be a non-empty list of input lists (each like 'inputs') or a "
+                    "'module:attr' callable", "examples")
+        return None
+    out = []
+    for k, item in enumerate(value):
+        specs = _check_inputs(scope, item, base, f"examples[{k}]")
+        if not isinstance(specs, tuple):
+            continue
+        if isinstance(inputs, tuple):
+            if len(specs) != len(inputs):
+                scope.error(f"has {len(specs)} inputs; 'inputs' has {len(inputs)}",
+                            f"examples[{k}]")
+                continue
+            for i, (a, b) in enumerate(zip(specs, inputs)):
+                if a.dtype != b.dtype or len(a.shape) != len(b.shape):
+                    scope.error(f"is {a.dtype} of rank {len(a.shape)}; inputs[{i}] is "
+                                f"{b.dtype} of rank {len(b.shape)}", f"examples[{k}][{i}]")
+        out.append(specs)
+    return tuple(out)
+
+
+def _check_inputs(scope: _Scope, value: Any, base: str,
+                  field: str = "inputs") -> tuple[TensorSpec, ...] | str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _check_entrypoint(scope, value, base, field, required=True)
     if not isinstance(value, list):
-        scope.error("must be a list of {shape, dtype} or a 'module:attr' callable", "inputs")
+        scope.error("must be a list of {shape, dtype} or a 'module:attr' callable", field)
         return None
     specs: list[TensorSpec] = []
     for i, item in enumerate(value):
-        fld = f"inputs[{i}]"
+        fld = f"{field}[{i}]"
         if not isinstance(item, dict):
             scope.error(f"must be a mapping like {{shape: [2, 3], dtype: float32}}, got "
                         f"{_tname(item)}", fld)
@@ -444,11 +524,11 @@ def _check_inputs(scope: _Scope, value: Any, base: str) -> tuple[TensorSpec, ...
 def _check_dynamic(scope: _Scope, value: Any, inputs: Any) -> Any:
     if value is None:
         return None
-    if value == "auto":
-        return "auto"
+    if value in ("auto", "discover"):
+        return value
     if not isinstance(value, dict):
-        scope.error("must be 'auto' or a mapping input index -> dim -> {name, min, max}",
-                    "dynamic_shapes")
+        scope.error("must be 'auto', 'discover' or a mapping input index -> dim -> "
+                    "{name, min, max}", "dynamic_shapes")
         return None
     shapes = [s.shape for s in inputs] if isinstance(inputs, tuple) else None
     out: dict[int, dict[int, DimSpec]] = {}
@@ -480,11 +560,26 @@ def _check_dynamic(scope: _Scope, value: Any, inputs: Any) -> Any:
     return out
 
 
+_DERIVED = re.compile(r"^\s*(?:(\d+)\s*\*\s*)?([A-Za-z_]\w*)\s*(?:([+-])\s*(\d+))?\s*$")
+
+
 def _check_dim(scope: _Scope, spec: Any, fld: str, example: int | None) -> DimSpec | None:
     if spec in ("auto", "dynamic"):
         return DimSpec(auto=True)
+    if isinstance(spec, str):
+        m = _DERIVED.match(spec)
+        if not m or (m.group(1) is None and m.group(3) is None):
+            scope.error(f"must be 'auto', {{name, min, max}} or a dim derived from a named one "
+                        f"such as '2*batch' or 'seq+1', got {quote(spec)}", fld)
+            return None
+        coeff = int(m.group(1) or 1)
+        offset = int(m.group(4) or 0) * (-1 if m.group(3) == "-" else 1)
+        if coeff < 1:
+            scope.error(f"a derived dim's factor must be at least 1, got {quote(spec)}", fld)
+            return None
+        return DimSpec(derived=(coeff, m.group(2), offset))
     if not isinstance(spec, dict):
-        scope.error("must be 'auto' or {name, min, max}", fld)
+        scope.error("must be 'auto', {name, min, max} or a derived dim such as '2*batch'", fld)
         return None
     _unknown_keys(scope, spec, ("name", "min", "max"), fld)
     name, lo, hi = spec.get("name"), spec.get("min"), spec.get("max")
@@ -508,8 +603,12 @@ def _check_dim(scope: _Scope, spec: Any, fld: str, example: int | None) -> DimSp
 
 def _check_dim_names(scope: _Scope, dims: dict[int, dict[int, DimSpec]]) -> None:
     seen: dict[str, DimSpec] = {}
+    named = {d.name for per_input in dims.values() for d in per_input.values() if d.name}
     for i, per_input in dims.items():
         for j, dim in per_input.items():
+            if dim.derived is not None and dim.derived[1] not in named:
+                scope.error(f"derived from {quote(dim.derived[1])}, which no dim of this entry "
+                            f"is named", f"dynamic_shapes.{i}.{j}")
             if dim.name is None:
                 continue
             other = seen.setdefault(dim.name, dim)
@@ -535,48 +634,6 @@ def _check_tolerance(scope: _Scope, value: Any) -> Tolerance:
     return Tolerance(**out)
 
 
-def _check_expect(scope: _Scope, value: Any, modes: tuple[str, ...]) -> dict[str, Expectation]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        scope.error("must be {status, category?, stage?} or a mapping mode -> that", "expect")
-        return {}
-    if not set(value) & set(MODES):       # one expectation for every mode of the entry
-        one = _check_expectation(scope, value, "expect")
-        return {m: one for m in modes} if one is not None else {}
-    _unknown_keys(scope, value, MODES, "expect")
-    out: dict[str, Expectation] = {}
-    for mode in MODES:
-        if mode in value:
-            one = _check_expectation(scope, value[mode], f"expect.{mode}")
-            if one is not None:
-                out[mode] = one
-    return out
-
-
-def _check_expectation(scope: _Scope, spec: Any, fld: str) -> Expectation | None:
-    if not isinstance(spec, dict):
-        scope.error("must be a mapping {status, category?, stage?}", fld)
-        return None
-    _unknown_keys(scope, spec, ("status", "category", "stage"), fld)
-    status = spec.get("status", FAIL)
-    category, stage = spec.get("category"), spec.get("stage")
-    if status not in EXPECT_STATUSES:
-        scope.error(f"status must be one of {', '.join(EXPECT_STATUSES)}, got {quote(status)}",
-                    f"{fld}.status")
-    elif category is not None and category not in CATEGORY_NAMES:
-        hint = difflib.get_close_matches(str(category), CATEGORY_NAMES, n=1)
-        scope.error(f"unknown category {quote(category)}" + (
-            f" (did you mean {hint[0]}?)" if hint else ""), f"{fld}.category")
-    elif stage is not None and stage not in STAGES:
-        scope.error(f"unknown stage {quote(stage)} (stages: {', '.join(STAGES)})", f"{fld}.stage")
-    elif status == PASS and (category or stage):
-        scope.error("an expected PASS takes no category or stage", fld)
-    else:
-        return Expectation(status, category, stage)
-    return None
-
-
 def _check_unique(entries: list[Entry], errors: list[ManifestError]) -> None:
     first: dict[str, Entry] = {}
     for entry in entries:
@@ -593,14 +650,7 @@ def _check_unique(entries: list[Entry], errors: list[ManifestError]) -> None:
 
 def _unknown_keys(scope: _Scope, mapping: dict[str, Any], allowed: tuple[str, ...],
                   prefix: str | None) -> None:
-    for key in mapping:
-        if key not in allowed:
-            hint = difflib.get_close_matches(str(key), allowed, n=1)
-            shown = key if isinstance(key, str) and len(key) <= 40 and not has_control(key) \
-                else quote(key, 40)
-            fld = f"{prefix}.{shown}" if prefix else shown
-            scope.error("unknown key" + (f" (did you mean {quote(hint[0])}?)" if hint else
-                                         f" (allowed: {', '.join(allowed)})"), fld)
+    unknown_keys(scope.error, mapping, allowed, prefix)
 
 
 def _is_list_of(value: Any, kind: type) -> bool:
@@ -637,7 +687,7 @@ def entry_table(entries: tuple[Entry, ...]) -> list[dict[str, str]]:
         rows.append({
             "name": e.name, "family": e.family, "modes": ",".join(e.modes), "device": e.device,
             "inputs": inputs or "(from entrypoint)",
-            "dynamic": ("auto" if e.dynamic_shapes == "auto" else
+            "dynamic": (e.dynamic_shapes if isinstance(e.dynamic_shapes, str) else
                         ",".join(f"{i}.{j}" for i, d in (e.dynamic_shapes or {}).items()
                                  for j in d) or "-"),
             "expect": "; ".join(f"{m}: {x.describe()}" for m, x in e.expect.items()) or "-",

@@ -8,6 +8,7 @@ a dashboard can show drift before it becomes a failure.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,12 +176,17 @@ def _walk_declared(value: Any, spec: Any, out: Declared) -> None:
 
 
 def plan_sizes(ep: torch.export.ExportedProgram, leaves: list[Any], count: int,
-               declared: Declared | None = None) -> SizePlan:
+               declared: Declared | None = None, edges: bool = False,
+               seed: int = 0) -> SizePlan:
     """Pick ``count`` assignments of the program's size symbols, inside their ranges.
 
     A dim the case declared dynamic (with a range) but that the program made static is
     planned too, under its declared name: running the program at another size inside the
     declared range is exactly what a user of that range will do.
+
+    With ``edges`` (dynamic-shape discovery), every symbol first takes the smallest size of
+    its range, then the largest (an unbounded range is tried up to ``EDGE_CAP`` times the
+    example), then ``count`` sizes drawn at random inside it (seeded).
     """
     import sympy
 
@@ -206,7 +212,18 @@ def plan_sizes(ep: torch.export.ExportedProgram, leaves: list[Any], count: int,
     if not example:
         return SizePlan(reason="no dynamic dimensions in the exported program")
     plan = SizePlan(ranges=ranges)
-    choices = {s: _other_sizes(v, *ranges[s], count) for s, v in example.items()}
+    # Symbols whose example sizes are equal (a batch shared by ids and mask that torch left
+    # independent) take equal sizes: the model's inputs stay consistent with each other.
+    rng, drawn = random.Random(seed), {}
+    choices = {}
+    for s, v in example.items():
+        lo, hi = ranges[s]
+        if not edges:
+            choices[s] = _other_sizes(v, lo, hi, count)
+            continue
+        if (v, lo, hi) not in drawn:
+            drawn[(v, lo, hi)] = _edge_sizes(v, lo, hi, count, rng)
+        choices[s] = drawn[(v, lo, hi)]
     n = max(len(c) for c in choices.values())
     if n == 0:
         plan.reason = "the declared ranges admit only the example sizes"
@@ -225,6 +242,19 @@ def _other_sizes(value: int, lo: int, hi: float, count: int) -> list[int]:
         if lo <= c <= hi and c != value and c not in out:
             out.append(c)
     return out[:count]
+
+
+EDGE_CAP = 2   # an unbounded range is tried up to this many times the example size (memory)
+
+
+def _edge_sizes(value: int, lo: int, hi: float, count: int, rng: random.Random) -> list[int]:
+    """The range's edges, then ``count`` random sizes inside it, none equal to ``value``."""
+    lo = max(lo, 1)
+    top = int(min(hi, max(EDGE_CAP * value, value + 2)))
+    out = [c for c in dict.fromkeys((lo, top)) if lo <= c <= hi and c != value]
+    pool = [c for c in range(lo, top + 1) if c != value and c not in out]
+    out += rng.sample(pool, min(count, len(pool)))
+    return out
 
 
 def _input_metas(ep: torch.export.ExportedProgram) -> list[torch.Tensor]:

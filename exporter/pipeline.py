@@ -19,13 +19,13 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import structlog
 import torch
 
-from exporter import draft, graphinfo, numerics
+from exporter import draft, dynamism, graphinfo, localize, numerics
 from exporter.families import noop
 from exporter.freshload import (FreshLoader, LoadRequest, LoadResult, check_in_process,
                                  pytree_owner_modules)
@@ -135,6 +135,8 @@ def run_entry(entry: Entry, options: PipelineOptions = PipelineOptions(), *,
             return run_entry(entry, options, loader=own, repro=repro, modes=modes, logger=logger)
     logger = (logger or log).bind(entry=entry.name)
     modes = modes or entry.modes
+    if options.discover_dynamic and entry.family != noop.SOURCE:
+        entry = replace(entry, dynamic_shapes="discover")
     device = _device(entry, options) if entry.family != noop.SOURCE else "cpu"
     records = [new_record(entry, m, device or "cuda") for m in modes]
     started = time.time()
@@ -237,10 +239,13 @@ def stage_eager(shared: Shared) -> None:
     shared.eager_out = first
 
 
-def _eager_at(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Eager outputs for resized inputs, computed once per entry and shared by the modes."""
+def _eager_at(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any],
+              example: int | None = None) -> Any:
+    """Eager outputs for other inputs (the example's tiled to other sizes, or the entry's
+    ``example``-th other input set), computed once per entry and shared by the modes."""
     leaves, _ = numerics.pytree.tree_flatten((args, kwargs))
-    key = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else repr(x) for x in leaves)
+    key = (example, tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else repr(x)
+                          for x in leaves))
     if key not in shared.eager_at_size:
         shared.eager_at_size[key] = _run_eager(shared, *copy.deepcopy((args, kwargs)))
     return shared.eager_at_size[key]
@@ -282,6 +287,8 @@ def _run_mode(run: ModeRun, logger: Any) -> None:
             if name == "export" and shared.options.draft_export and shared.case is not None:
                 draft.enrich(record, lambda: (shared.fresh_model(), *shared.fresh_inputs()),
                              shared.case.dynamic_shapes, run.strict)
+            if name == "export" and (shared.options.localize or shared.entry.localize):
+                _localize(run)
         finally:
             record.seconds[name] = round(time.perf_counter() - t0, 4)
         logger.debug("stage", stage=name, seconds=record.seconds[name],
@@ -293,6 +300,25 @@ def _run_mode(run: ModeRun, logger: Any) -> None:
             record.stage_status[name] = "not_reached"
 
 
+def _localize(run: ModeRun) -> None:
+    """Find the smallest submodules whose export fails on their own, within the deadline
+    (most of what is left of it: the row must still be written)."""
+    shared, record = run.shared, run.record
+    category = CATEGORY_BY_NAME.get(record.category or "")
+    if shared.case is None or category is None or category.infra:
+        return
+    t0 = time.monotonic()
+    found = localize.localize(shared.case.model, shared.fresh_inputs, run.strict,
+                              record.category, deadline=t0 + 0.8 * run.remaining(),
+                              seed=shared.entry.seed)
+    record.localized_paths = [p.path for p in found.failing]
+    record.localized_classes = [p.cls for p in found.failing]
+    record.localized_categories = [p.category or "" for p in found.failing]
+    record.localized_passing = [p.path for p in found.passing]
+    record.localize_s = round(time.monotonic() - t0, 3)
+    record.localize_complete = found.complete
+
+
 def stage_export(run: ModeRun) -> None:
     """Export the very object the entrypoint built, as its user would: a deep copy is not
     the same model (it materialises lazy views such as a conjugate buffer, whose loss in
@@ -301,10 +327,52 @@ def stage_export(run: ModeRun) -> None:
     shared = run.shared
     assert shared.case is not None
     args, kwargs = shared.fresh_inputs()
-    with _module_restored(shared.case.model):
-        run.ep = torch.export.export(shared.case.model, args, kwargs,
-                                     dynamic_shapes=shared.case.dynamic_shapes,
+    model = shared.case.model
+    asked = dynamism.requested(model, args, kwargs, shared.case.dynamic_shapes)
+    run.record.dynamic_requested = [f"{a.label} ({a.asked})" for a in asked]
+    # torch decides AUTO dims silently: its shape log says which it fixed, and why.
+    listen = any(a.asked == "auto" for a in asked)
+    try:
+        with _module_restored(model), \
+                (dynamism.captured() if listen else contextlib.nullcontext()) as log:
+            run.ep = torch.export.export(model, args, kwargs,
+                                         dynamic_shapes=shared.case.dynamic_shapes,
+                                         strict=run.strict)
+    except Exception as exc:
+        _try_suggested_fix(run, exc, asked)
+        raise
+    if asked:
+        found = dynamism.describe(run.ep, model, args, kwargs, asked, log)
+        run.record.dynamic_achieved = found.achieved
+        run.record.dynamic_specialized = found.specialized
+        run.record.dynamic_relations = found.relations
+
+
+def _try_suggested_fix(run: ModeRun, exc: Exception, asked: list[Any]) -> None:
+    """A violated dynamic-shapes spec: export once more with torch's suggested fix and, when
+    that exports, record it as a manifest snippet with what it achieves. The row keeps the
+    original failure: the spec the user wrote does not hold."""
+    shared = run.shared
+    assert shared.case is not None
+    if not asked or classify_exception(exc, "export").category != "CONSTRAINT_VIOLATION":
+        return
+    args, kwargs = shared.fresh_inputs()
+    model = shared.case.model
+    refined = dynamism.suggested_spec(exc, dynamism.plain_spec(shared.case.dynamic_shapes,
+                                                               model, args, kwargs))
+    if refined is None:
+        return
+    try:
+        with _module_restored(model):
+            ep = torch.export.export(model, args, kwargs, dynamic_shapes=refined,
                                      strict=run.strict)
+    except Exception:  # noqa: BLE001 - the suggestion does not export either: nothing to offer
+        return
+    run.record.dynamic_suggested = dynamism.render_spec(refined, model, args, kwargs)
+    again = dynamism.requested(model, args, kwargs, refined)
+    found = dynamism.describe(ep, model, args, kwargs, again, None)
+    run.record.dynamic_achieved = found.achieved
+    run.record.dynamic_relations = found.relations
 
 
 def stage_verify(run: ModeRun) -> None:
@@ -323,43 +391,64 @@ def stage_numerics(run: ModeRun) -> None:
 
 
 def stage_dynamic(run: ModeRun) -> None:
+    """The program against eager on the entry's other example sets, then at other sizes of
+    its dynamic dims (with discovery: each range's edges and random sizes inside it)."""
     shared, record = run.shared, run.record
     assert shared.case is not None
     case = shared.case
+    for k, (more_args, more_kwargs) in enumerate(case.examples, 1):
+        label = f"example {k}: {dynamism.shapes_label(case.model, more_args, more_kwargs)}"
+        _check_at(run, label, more_args, more_kwargs, example=k)
     leaves, in_spec = numerics.pytree.tree_flatten((case.args, case.kwargs))
-    declared = numerics.declared_ranges(case.model, case.args, case.kwargs, case.dynamic_shapes)
-    plan = numerics.plan_sizes(run.ep, leaves, shared.options.dynamic_sizes, declared)
+    declared = numerics.declared_ranges(case.model, case.args, case.kwargs,
+                                        dynamism.plain_spec(case.dynamic_shapes, case.model,
+                                                            case.args, case.kwargs))
+    plan = numerics.plan_sizes(run.ep, leaves, shared.options.dynamic_sizes, declared,
+                               edges=shared.entry.dynamic_shapes == "discover",
+                               seed=shared.entry.seed)
     record.dynamic_dims = [f"{s} in [{lo}, {'inf' if hi == float('inf') else int(hi)}]"
                            for s, (lo, hi) in plan.ranges.items()]
-    if not plan.variants:
+    if not plan.variants and not case.examples:
         raise StageSkipped(plan.reason)
+    names = dynamism.symbol_names(run.ep, case.model, case.args, case.kwargs)
     for sizes in plan.variants:
-        label = ",".join(f"{s}={v}" for s, v in sizes.items())
-        record.dynamic_sizes_tested.append(label)
+        label = ",".join(f"{names.get(s, s)}={v}" for s, v in sizes.items())
         new_args, new_kwargs = numerics.pytree.tree_unflatten(
             numerics.resize_leaves(run.ep, leaves, sizes, declared), in_spec)
-        try:
-            expected = _eager_at(shared, new_args, new_kwargs)
-        except Exception as exc:  # noqa: BLE001
-            # The model itself cannot run at this size: the declared range is wrong.
-            raise _dynamic_failure(exc, f"eager fails at {label}") from None
-        try:
-            actual = _run_program(run, run.ep, *copy.deepcopy((new_args, new_kwargs)))
-        except Exception as exc:  # noqa: BLE001
-            raise _dynamic_failure(exc, f"at {label}") from None
-        tol = shared.entry.tolerance
-        cmp = numerics.compare(expected, actual, tol.atol, tol.rtol)
-        if not cmp.ok:
-            raise StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic",
-                                           f"at {label}: {cmp.detail}"))
+        _check_at(run, label, new_args, new_kwargs)
 
 
-def _dynamic_failure(exc: Exception, where: str) -> StageFailed:
-    """An exception at another size is a DYNAMIC_SHAPE_FAILURE, keeping torch's details."""
+def _check_at(run: ModeRun, label: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+              example: int | None = None) -> None:
+    """The program vs eager on other inputs: a DYNAMIC_SHAPE_FAILURE when either raises or
+    they disagree."""
+    run.record.dynamic_sizes_tested.append(label)
+    try:
+        expected = _eager_at(run.shared, args, kwargs, example)
+    except Exception as exc:  # noqa: BLE001
+        # The model itself cannot run on these inputs: the declared range is wrong.
+        raise _dynamic_failure(exc, "eager fails", label) from None
+    try:
+        actual = _run_program(run, run.ep, *copy.deepcopy((args, kwargs)))
+    except Exception as exc:  # noqa: BLE001
+        raise _dynamic_failure(exc, "the program fails", label) from None
+    tol = run.shared.entry.tolerance
+    cmp = numerics.compare(expected, actual, tol.atol, tol.rtol)
+    if not cmp.ok:
+        raise StageFailed(Failure.make(
+            "DYNAMIC_SHAPE_FAILURE", "dynamic", f"at {label}: {cmp.detail}",
+            cause="differs from eager at another size: " + cmp.detail.split(":", 1)[0]))
+
+
+def _dynamic_failure(exc: Exception, what: str, label: str) -> StageFailed:
+    """An exception at another size is a DYNAMIC_SHAPE_FAILURE, keeping torch's details; the
+    sizes stay out of the signature (one cause, one cluster, whatever the sizes tried)."""
     f = classify_exception(exc, "dynamic")
-    return StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic", f"{where}: {f.message}",
+    return StageFailed(Failure.make("DYNAMIC_SHAPE_FAILURE", "dynamic",
+                                    f"{what} at {label}: {f.message}",
                                     exception_type=f.exception_type, error_code=f.error_code,
-                                    user_frame=f.user_frame, traceback=f.traceback))
+                                    user_frame=f.user_frame, traceback=f.traceback,
+                                    cause=f"{what}: {f.category} {f.signature}"))
 
 
 def stage_decompose(run: ModeRun) -> None:

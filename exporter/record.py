@@ -49,6 +49,20 @@ class Record:
     graph_outputs: dict[str, int] = field(default_factory=dict)   # OutputKind -> count
     dynamic_dims: list[str] = field(default_factory=list)
     dynamic_sizes_tested: list[str] = field(default_factory=list)
+    dynamic_requested: list[str] = field(default_factory=list)    # exporter.dynamism
+    dynamic_achieved: list[str] = field(default_factory=list)
+    dynamic_specialized: list[str] = field(default_factory=list)
+    dynamic_relations: list[str] = field(default_factory=list)
+    dynamic_suggested: str | None = None      # torch's fix for a violated spec, as a snippet
+    localized_paths: list[str] = field(default_factory=list)        # exporter.localize
+    localized_classes: list[str] = field(default_factory=list)
+    localized_categories: list[str] = field(default_factory=list)
+    localized_passing: list[str] = field(default_factory=list)
+    localize_s: float | None = None
+    localize_complete: bool | None = None
+    reruns: int | None = None                 # --flaky-reruns: fresh-process reruns done
+    flaky: bool | None = None
+    flaky_outcomes: list[str] = field(default_factory=list)
     decomposed_node_count: int | None = None
     non_core_ops: list[str] = field(default_factory=list)
     artifact_path: str | None = None

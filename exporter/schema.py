@@ -22,7 +22,7 @@ import pyarrow as pa
 from exporter.record import Record
 from exporter.taxonomy import STAGES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: dynamic_*, localized_*, localize_*, reruns, flaky*
 _TS = pa.timestamp("us", tz="UTC")
 _STR_LIST = pa.list_(pa.string())
 
@@ -79,6 +79,30 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("n_user_input_mutations", pa.int32(), "graph signature: USER_INPUT_MUTATION outputs"),
     ("dynamic_dims", _STR_LIST, "dynamic symbols and their ranges, e.g. 's77 in [1, 64]'"),
     ("dynamic_sizes_tested", _STR_LIST, "size assignments the dynamic stage ran"),
+    ("dynamic_requested", _STR_LIST, "input dims the entry asked to be dynamic, named after the "
+     "model's inputs: 'input_ids.shape[1] (auto)', or the Dim's name"),
+    ("dynamic_achieved", _STR_LIST, "asked dims the program kept dynamic, with their range "
+     "('x.shape[0] in [2, inf]') or what they derive from ('z.shape[1] = 2*x.shape[1]')"),
+    ("dynamic_specialized", _STR_LIST, "asked dims the program fixed to the example size, with "
+     "the guard that did it and where: 'x.shape[1] = 6: Eq(x.shape[1], 6) at m.py:7 in forward'"),
+    ("dynamic_relations", _STR_LIST, "what torch found between dynamic dims: 'y.shape[0] == "
+     "x.shape[0]', 'z.shape[1] == 2*x.shape[1]'"),
+    ("localized_paths", _STR_LIST, "with localization (--localize): the smallest submodules "
+     "that fail to export on their own, e.g. 'roi_heads.box_roi_pool'; '' is the whole model "
+     "(every submodule it calls exports: its own forward fails)"),
+    ("localized_classes", _STR_LIST, "their classes, in the same order"),
+    ("localized_categories", _STR_LIST, "the category each fails with on its own"),
+    ("localized_passing", _STR_LIST, "the largest submodules tried that export on their own"),
+    ("localize_s", pa.float64(), "seconds the localization took (not in total_s)"),
+    ("localize_complete", pa.bool_(), "false when the deadline cut the search short"),
+    ("reruns", pa.int16(), "with --flaky-reruns N: how many fresh-process reruns of the entry "
+     "ran (null without the option)"),
+    ("flaky", pa.bool_(), "the entry's outcome in this mode (status, category, stage) differed "
+     "between its first run and a rerun; diff and its gates treat it apart"),
+    ("flaky_outcomes", _STR_LIST, "every outcome seen when flaky: 'PASS', 'FAIL "
+     "NUMERIC_MISMATCH @numerics'"),
+    ("dynamic_suggested", pa.string(), "on CONSTRAINT_VIOLATION: torch's suggested fix, which "
+     "exported, as a manifest snippet to paste (dynamic_achieved then describes it)"),
     ("decomposed_node_count", pa.int32(), "nodes after run_decompositions() to core ATen"),
     ("non_core_ops", _STR_LIST, "ops left after decomposition that are not core ATen"),
     ("artifact_path", pa.string(), "kept .pt2 (content-addressed; only with --keep-artifacts)"),
@@ -146,6 +170,18 @@ def row(record: Record, ctx: RowContext, final: bool = True) -> dict[str, Any]:
         "node_count": record.node_count, "op_histogram": dict(record.op_histogram),
         "dynamic_dims": list(record.dynamic_dims),
         "dynamic_sizes_tested": list(record.dynamic_sizes_tested),
+        "dynamic_requested": list(record.dynamic_requested),
+        "dynamic_achieved": list(record.dynamic_achieved),
+        "dynamic_specialized": list(record.dynamic_specialized),
+        "dynamic_relations": list(record.dynamic_relations),
+        "dynamic_suggested": record.dynamic_suggested,
+        "localized_paths": list(record.localized_paths),
+        "localized_classes": list(record.localized_classes),
+        "localized_categories": list(record.localized_categories),
+        "localized_passing": list(record.localized_passing),
+        "localize_s": record.localize_s, "localize_complete": record.localize_complete,
+        "reruns": record.reruns, "flaky": record.flaky,
+        "flaky_outcomes": list(record.flaky_outcomes),
         "decomposed_node_count": record.decomposed_node_count,
         "non_core_ops": list(record.non_core_ops), "artifact_path": record.artifact_path,
         "artifact_sha256": record.artifact_sha256, "artifact_bytes": record.artifact_bytes,

@@ -10,6 +10,8 @@ export errors is dropped.
 from __future__ import annotations
 
 import hashlib
+import functools
+import linecache
 import os
 import re
 import sys
@@ -104,10 +106,17 @@ def _library_roots() -> tuple[str, ...]:
 _INSTALLED = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
 
+@functools.lru_cache(maxsize=4096)
+def _real(filename: str) -> str:
+    """os.path.realpath, remembered: stacks repeat the same few hundred files, and the
+    shape log asks for a model frame at every guard torch adds."""
+    return os.path.realpath(filename)
+
+
 def _is_model_frame(filename: str, roots: tuple[str, ...]) -> bool:
     if filename.startswith("<"):
         return False
-    real = os.path.realpath(filename)
+    real = _real(filename)
     for root in roots:
         # A system Python keeps site-packages inside its stdlib folder: an installed model
         # library is not the standard library.
@@ -138,6 +147,17 @@ def _below_library(frames: list[tuple[str, int]], roots: tuple[str, ...]) -> lis
         if not _is_model_frame(filename, roots) and not filename.startswith("<"):
             return frames[i:]
     return []
+
+
+def model_frame(frames: list[tuple[str, int]]) -> str | None:
+    """file:line of the deepest model-code frame of a stack (outermost first) that ran
+    because of torch (below its first library frame), with the line's code."""
+    roots = _library_roots()
+    for filename, lineno in reversed(_below_library(frames, roots)):
+        if _is_model_frame(filename, roots):
+            code = linecache.getline(filename, lineno).strip()
+            return f"{display_path(filename)}:{lineno}" + (f": {code}" if code else "")
+    return None
 
 
 def user_frame(chain: Iterable[BaseException]) -> str | None:

@@ -41,6 +41,7 @@ class DimSpec:
     min: int | None = None
     max: int | None = None
     auto: bool = False
+    derived: tuple[int, str, int] | None = None   # "2*batch+1" -> (2, "batch", 1)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,14 @@ class Entry:
     family: str = "manual"            # manual | torchvision | timm | transformers
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[TensorSpec, ...] | str | None = None   # specs, or "module:attr" callable
-    dynamic_shapes: Mapping[int, Mapping[int, DimSpec]] | str | None = None  # or "auto"
+    # More input sets for the same export (torch.export.AdditionalInputs): dims that differ
+    # between them become dynamic; the program is checked on each. Or a "module:attr"
+    # callable returning a list of input sets.
+    examples: tuple[tuple[TensorSpec, ...], ...] | str | None = None
+    # A mapping input -> dim -> DimSpec, "auto" (Dim.AUTO on every dim of every tensor input)
+    # or "discover" (the same, overriding a case's own dims, and the dynamic stage also tries
+    # each range's edges and random sizes inside it).
+    dynamic_shapes: Mapping[int, Mapping[int, DimSpec]] | str | None = None
     modes: tuple[str, ...] = MODES
     device: str = "cpu"
     tolerance: Tolerance = Tolerance()
@@ -86,6 +94,7 @@ class Entry:
     expect: Mapping[str, Expectation] = field(default_factory=dict)   # mode -> expectation
     train: bool = False
     seed: int = 0
+    localize: bool = False            # on an export failure, find the failing submodules
 
     def expectation(self, mode: str) -> Expectation | None:
         return self.expect.get(mode)
@@ -112,6 +121,9 @@ class PipelineOptions:
     cuda_fallback: bool = False       # run `cuda` entries on CPU when CUDA is absent (flagged)
     use_cuda: bool = True             # False on CPU workers: `any` entries stay on the CPU even
                                       # where the node has a GPU (it belongs to the GPU workers)
+    discover_dynamic: bool = False    # --dynamic discover: every entry as dynamic_shapes: discover
+    localize: bool = False            # --localize: every entry as localize: true
+    flaky_reruns: int = 0             # --flaky-reruns N: rerun each entry N times, fresh
     share_between_modes: bool = True  # one decomposition for two identical programs, one
                                       # ep.module() per mode, one decomposition table per
                                       # process; False recomputes all (bench/pipeline_savings.py)

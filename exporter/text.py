@@ -7,7 +7,9 @@ are the one place that bounds and escapes it.
 
 from __future__ import annotations
 
+import difflib
 import re
+from typing import Any, Callable
 
 # C0 and C1 control characters (tab and newline included: callers that keep lines split
 # first), DEL, and the bidirectional overrides that can make a line read as another.
@@ -37,3 +39,17 @@ def has_control(text: str) -> bool:
 def xml_safe(text: str) -> str:
     """``text`` with the characters XML 1.0 forbids shown as ``\\xNN`` escapes."""
     return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def unknown_keys(error: Callable[[str, str | None], None], mapping: dict[Any, Any],
+                 allowed: tuple[str, ...], prefix: str | None) -> None:
+    """One ``error(message, field)`` per key of ``mapping`` not in ``allowed``, with the
+    closest allowed key as a hint."""
+    for key in mapping:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            shown = key if isinstance(key, str) and len(key) <= 40 and not has_control(key) \
+                else quote(key, 40)
+            fld = f"{prefix}.{shown}" if prefix else shown
+            error("unknown key" + (f" (did you mean {quote(hint[0])}?)" if hint else
+                                   f" (allowed: {', '.join(allowed)})"), fld)

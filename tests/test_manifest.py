@@ -61,6 +61,19 @@ def test_full_entry_form_is_parsed(write_manifest):
     assert per_mode.expect["strict"] == Expectation("FAIL", "DATA_DEPENDENT_GUARD", "export")
 
 
+def test_derived_dims_are_parsed(write_manifest):
+    entry = load_manifest(write_manifest(
+        "version: 1\nentries:" + GOOD_ENTRY +
+        "    dynamic_shapes: {0: {0: {name: b, max: 8}, 1: '2 * b + 1'}}\n")).entries[0]
+    assert entry.dynamic_shapes[0][1].derived == (2, "b", 1)
+
+
+def test_discover_is_a_whole_entry_dynamic_spec(write_manifest):
+    entry = load_manifest(write_manifest("version: 1\nentries:" + GOOD_ENTRY +
+                                         "    dynamic_shapes: discover\n")).entries[0]
+    assert entry.dynamic_shapes == "discover"
+
+
 def test_include_and_scoped_defaults(write_manifest):
     write_manifest("""
         version: 1
@@ -126,7 +139,8 @@ def test_file_defaults_set_the_device_of_family_entries(write_manifest):
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "pathological.yaml", "nightly.yaml", "full.yaml",
-                                  "gpu.yaml", "nightly-sample.yaml"])
+                                  "gpu.yaml", "nightly-sample.yaml", "dynamic.yaml",
+                                  "localize.yaml"])
 def test_shipped_manifests_validate(name):
     m = load_manifest(MANIFESTS / name)
     assert m.entries
@@ -161,6 +175,22 @@ MISTAKES = [
      "#1", "name", "non-empty string 'name'"),
     ("missing-entrypoint", "version: 1\nentries:\n  - name: mlp\n    inputs: [{shape: [2, 4]}]\n",
      "manifest.yaml", "mlp", "entrypoint", "'pkg.module:attr'"),
+    ("dynamic-word", "version: 1\nentries:" + GOOD_ENTRY + "    dynamic_shapes: discovr\n",
+     "manifest.yaml", "mlp", "dynamic_shapes", "must be 'auto', 'discover' or a mapping"),
+    ("derived-form", "version: 1\nentries:" + GOOD_ENTRY +
+     "    dynamic_shapes: {0: {0: {name: b}, 1: 'b*2'}}\n", "manifest.yaml", "mlp",
+     "dynamic_shapes.0.1", "a dim derived from a named one such as '2*batch'"),
+    ("derived-base", "version: 1\nentries:" + GOOD_ENTRY +
+     "    dynamic_shapes: {0: {1: '2*batch'}}\n", "manifest.yaml", "mlp",
+     "dynamic_shapes.0.1", "derived from 'batch', which no dim of this entry is named"),
+    ("examples-count", "version: 1\nentries:" + GOOD_ENTRY +
+     "    examples: [[{shape: [3, 4]}, {shape: [3, 4]}]]\n", "manifest.yaml", "mlp",
+     "examples[0]", "has 2 inputs; 'inputs' has 1"),
+    ("examples-dtype", "version: 1\nentries:" + GOOD_ENTRY +
+     "    examples: [[{shape: [3, 4], dtype: int64}]]\n", "manifest.yaml", "mlp",
+     "examples[0][0]", "is int64 of rank 2; inputs[0] is float32 of rank 2"),
+    ("examples-form", "version: 1\nentries:" + GOOD_ENTRY + "    examples: [{shape: [3, 4]}]\n",
+     "manifest.yaml", "mlp", "examples", "must be a non-empty list of input lists"),
     ("duplicate-name", "version: 1\nentries:" + GOOD_ENTRY + GOOD_ENTRY, "manifest.yaml", "mlp", "name",
      "duplicate entry name"),
     ("entrypoint-form", "version: 1\nentries:\n  - name: mlp\n    entrypoint: models/tiny.py.make_mlp\n",

@@ -242,6 +242,53 @@ def test_rates_taxonomy_clusters_slowest_and_memory():
     assert mem[0].get("data-entry") == "transformers/gpt2" and float(mem[0].get("data-mib")) == 3100
 
 
+def test_dynamism_per_family_and_model_least_covered_first():
+    asked = ["x.shape[0] (auto)", "x.shape[1] (auto)"]
+    rows = [
+        _row("dyn/full", mode=m, family="manual", dynamic_requested=asked,
+             dynamic_achieved=["x.shape[0] in [2, inf]", "x.shape[1] in [2, inf]"])
+        for m in ("non-strict", "strict")] + [
+        _row("dyn/fixed", mode=m, family="manual", dynamic_requested=asked,
+             dynamic_achieved=["x.shape[0] in [2, inf]"],
+             dynamic_specialized=["x.shape[1] = 6: Eq(x.shape[1], 6) at m.py:3: <if>"])
+        for m in ("non-strict", "strict")] + [
+        _row("tv/resnet", "FAIL", "DYNAMIC_SHAPE_FAILURE", "dynamic", mode="strict",
+             family="torchvision", message="the program fails at x.shape[2]=2: Guard failed",
+             dynamic_requested=["x.shape[0] (batch)"], dynamic_achieved=["x.shape[0] in [2, 8]"]),
+        _row("tv/plain", family="torchvision"),               # asked nothing: not counted
+    ]
+    doc = dom(report.build_report(_run(rows)))
+    section = doc.by_id("dynamism")
+    assert section.get("data-entries") == "3"
+    fam = {g.get("data-family"): (int(g.get("data-kept")), int(g.get("data-asked")),
+                                  int(g.get("data-failing")))
+           for g in section.all("g", class_="bar")}
+    assert fam == {"manual": (3, 4, 0), "torchvision": (1, 1, 1)}
+    models = section.all("tbody")[0].all("tr")
+    assert [m.get("data-entry") for m in models] == ["dyn/fixed", "dyn/full", "tv/resnet"]
+    assert "Eq(x.shape[1], 6) at m.py:3: <if>" in models[0].text()
+    assert "<if>" not in report.build_report(_run(rows)).split('id="dynamism"')[1].split(
+        "</section>")[0].replace("&lt;if&gt;", "")          # escaped
+    assert "strict: the program fails at x.shape[2]=2" in models[2].text()
+
+
+def test_clusters_list_the_failing_submodules_with_a_repro_each():
+    rows = [_row("det/frcnn", "FAIL", "DATA_DEPENDENT_GUARD", "export", mode=m,
+                 localized_paths=["roi_heads", ""], localized_classes=["RoIHeads", "Frcnn"],
+                 localized_categories=["DATA_DEPENDENT_GUARD", "UNSUPPORTED_TYPE"])
+            for m in ("non-strict", "strict")]
+    doc = dom(report.build_report(_run(rows)))
+    [cluster] = doc.by_id("clusters").all("tbody")[0].all("tr")
+    items = cluster.all("li")
+    texts = [i.text() for i in items if "[" in i.text()]
+    assert any("det/frcnn [strict]: roi_heads RoIHeads · DATA_DEPENDENT_GUARD" in t
+               for t in texts)
+    assert any("(itself) Frcnn · UNSUPPORTED_TYPE" in t for t in texts)
+    repros = [c.text() for c in cluster.all("code", class_="repro")]
+    assert "exportsweep repro m.yaml det/frcnn --mode strict --submodule roi_heads" in repros
+    assert "exportsweep repro m.yaml det/frcnn --mode strict --submodule ''" in repros
+
+
 def test_entries_table_has_one_row_per_pair_with_its_facts():
     rows = _night("night-2", broken=True)
     doc = dom(report.build_report(_run(rows)))

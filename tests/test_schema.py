@@ -71,7 +71,7 @@ def test_sink_writes_a_hive_dataset_atomically(tmp_path):
     files = sorted(p.name for p in (tmp_path / "run_id=run-a").iterdir() if p.suffix == ".parquet")
     assert len(files) == 2
     meta = pq.read_schema(tmp_path / "run_id=run-a" / files[0]).metadata
-    assert meta[b"exportsweep.schema_version"] == b"1"
+    assert meta[b"exportsweep.schema_version"] == str(SCHEMA_VERSION).encode()
 
 
 def test_documented_schema_is_in_sync():

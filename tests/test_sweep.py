@@ -171,3 +171,25 @@ def test_force_without_resume_and_resume_of_nothing_are_bad_input(write_manifest
                 "--force goes with --resume")
     _one_line_2(_run(str(path), "--out", str(tmp_path), "--resume", "nope", "--in-process"),
                 "--resume: no run 'nope'")
+
+
+def test_dynamic_discover_is_part_of_the_runs_selection(write_manifest, tmp_path):
+    from orchestrator.results.runs import read_final_rows
+    path = write_manifest(MANIFEST)
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "orchestrator", "run", str(path), "--out", str(out),
+           "--in-process", "--only", "a1"]
+    first = subprocess.run(cli + ["--run-id", "d", "--dynamic", "discover"], capture_output=True,
+                           text=True, cwd=REPO, timeout=600)
+    assert first.returncode == 0, first.stderr
+    [row] = read_final_rows(str(out), "d")
+    assert row["dynamic_requested"] == ["x.shape[0] (auto)", "x.shape[1] (auto)"]
+    assert row["dynamic_achieved"] == ["x.shape[0] in [2, inf]"]
+    assert _meta(out, "d")["selection"]["pipeline"]["dynamic"] == "discover"
+    # Resuming without it would mix two kinds of rows in one run: refused.
+    again = subprocess.run(cli + ["--resume", "d"], capture_output=True, text=True, cwd=REPO,
+                           timeout=600)
+    _one_line_2(again, "pipeline")
+    bad = subprocess.run(cli + ["--dynamic", "sometimes"], capture_output=True, text=True,
+                         cwd=REPO, timeout=600)
+    assert bad.returncode == 2 and "invalid choice: 'sometimes'" in bad.stderr

@@ -1,7 +1,7 @@
 """The ``exportsweep`` argument parser: every command, option and value check in one place.
 
 Each command's handler lives in the module of its group (``sweep``: run, validate, repro;
-``results``: diff, junit, report, compact; ``jobs``: submit, jobs).
+``results``: diff, junit, report, compact; ``jobs``: submit, jobs; ``expect``: expect update).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from typing import NoReturn
 
 from exporter.spec import MODES
-from orchestrator.cli import jobs, results, sweep
+from orchestrator.cli import expect, jobs, results, sweep
 from orchestrator.execute.scheduling import SCHEDULES
 
 
@@ -161,6 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="logs: stream until the job ends, then exit with its outcome")
     jobs_.set_defaults(func=jobs.cmd_jobs)
 
+    expect_ = sub.add_parser("expect", help="maintain a manifest's expectations file")
+    expect_sub = expect_.add_subparsers(dest="action", required=True, metavar="ACTION")
+    update = expect_sub.add_parser(
+        "update", help="write each entry's observed outcome (status, category, stage per mode) "
+                       "into the expectations file the manifest names; comments and order stay")
+    update.add_argument("manifest")
+    update.add_argument("--from", dest="source", required=True, metavar="DIR",
+                        help="results folder holding the run")
+    update.add_argument("--run", default="latest", help="run id or alias (default: latest)")
+    update.add_argument("--only", action="append", metavar="GLOB",
+                        help="update only entries whose name matches (repeatable)")
+    update.add_argument("--family", action="append", metavar="FAMILY",
+                        help="update only entries of this family (repeatable)")
+    update.add_argument("--dry-run", action="store_true",
+                        help="print the change as a unified diff; write nothing")
+    update.set_defaults(func=expect.cmd_expect)
+
     validate = sub.add_parser("validate", help="check a manifest and print its expanded entries")
     validate.add_argument("manifest")
     validate.set_defaults(func=sweep.cmd_validate)
@@ -170,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("entry")
     repro.add_argument("--mode", choices=MODES, default=None,
                        help="the mode to rerun (default: every mode of the entry)")
+    repro.add_argument("--submodule", metavar="PATH",
+                       help="export only this submodule (e.g. roi_heads.box_roi_pool, from a "
+                            "row's localized_paths) with the inputs it receives in the model")
     _pipeline_args(repro, modes=False)
     repro.set_defaults(func=sweep.cmd_repro)
     return parser
@@ -182,6 +202,19 @@ def _pipeline_args(p: argparse.ArgumentParser, modes: bool = True) -> None:
     p.add_argument("--draft-export", action="store_true",
                    help="on export failure, record what torch.export.draft_export reports")
     p.add_argument("--aoti", action="store_true", help="also compile with AOTInductor (slow)")
+    if modes:      # run only: repro is one run by definition
+        p.add_argument("--flaky-reruns", type=_non_negative_int, default=0, metavar="N",
+                       help="rerun each entry N more times, each in a fresh process; an entry "
+                            "whose outcome (status, category, stage) changes is marked flaky "
+                            "with every outcome seen (diff and its gates treat it apart)")
+    p.add_argument("--localize", action="store_true",
+                   help="on an export failure, find the smallest submodules that fail to export "
+                        "on their own (bisecting the module tree with the inputs each received; "
+                        "within the entry's deadline)")
+    p.add_argument("--dynamic", choices=["discover"],
+                   help="discover: every entry as `dynamic_shapes: discover` (Dim.AUTO on every "
+                        "dim of every tensor input; report what stayed dynamic and why not; "
+                        "try each range's edges and random sizes inside it)")
     p.add_argument("--keep-artifacts", metavar="DIR",
                    help="keep the .pt2 files here, content-addressed by sha256")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from exporter.errors import GateTripped, UsageError
 from exporter.manifest import entry_table, load_manifest
@@ -20,7 +21,10 @@ from orchestrator.results.sink import log_path
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
     return PipelineOptions(draft_export=args.draft_export, aoti=args.aoti,
                            artifacts_dir=os.path.abspath(args.keep_artifacts)
-                           if args.keep_artifacts else None)
+                           if args.keep_artifacts else None,
+                           discover_dynamic=args.dynamic == "discover",
+                           localize=args.localize,
+                           flaky_reruns=getattr(args, "flaky_reruns", 0))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -76,6 +80,9 @@ def cmd_repro(args: argparse.Namespace) -> None:
     if args.mode and args.mode not in entry.modes:
         raise UsageError(f"entry {entry.name!r} does not run in mode {args.mode!r} "
                          f"(its modes: {', '.join(entry.modes)})")
+    if args.submodule is not None:
+        _repro_submodule(entry, args.submodule, args.mode or entry.modes[0])
+        return
     repro = repro_command(manifest.path)
     records = run_entry(entry, pipeline_options(args), modes=(args.mode,) if args.mode else None,
                         repro=lambda mode: repro(entry.name, mode))
@@ -93,6 +100,30 @@ def cmd_repro(args: argparse.Namespace) -> None:
             failed.append(f"[{r.mode}] {r.status}")
     if failed:
         raise GateTripped(f"{entry.name}: {', '.join(failed)}")
+
+
+def _repro_submodule(entry: Any, path: str, mode: str) -> None:
+    """Export one submodule of the entry's model alone, with the inputs it receives in the
+    model, and print what happens (from a row's localized_paths)."""
+    import traceback
+
+    from exporter.loader import build_case
+    from exporter.localize import export_part
+
+    case = build_case(entry)
+    case.model.train(entry.train)
+    try:
+        category, exc = export_part(case.model, lambda: (case.args, case.kwargs), path,
+                                    mode == "strict", entry.seed)
+    except (AttributeError, LookupError) as err:
+        raise UsageError(f"entry {entry.name!r} [{mode}]: --submodule {path!r}: {err}") from None
+    name = path or "(the whole model)"
+    if exc is None:
+        print(f"\n== {entry.name} [{mode}] submodule {name}: exports on its own")
+        return
+    print(f"\n== {entry.name} [{mode}] submodule {name}: {category}")
+    print("".join(traceback.format_exception(exc)))
+    raise GateTripped(f"{entry.name} [{mode}] submodule {name}: {category}")
 
 
 def _fit(text: str, width: int) -> str:

@@ -18,8 +18,9 @@ from exporter.pipeline import run_entry
 from exporter.record import Record, new_record_like
 from exporter.schema import RowContext, row
 from exporter.spec import Entry, PipelineOptions
-from exporter.taxonomy import INFRA_ERROR, Failure
+from exporter.taxonomy import CATEGORY_BY_NAME, INFRA_ERROR, Failure
 from orchestrator.execute import logs
+from orchestrator.execute.rerun import mark_flaky
 
 MESSAGE_CHARS = 300        # of a failure's message, in the log event (the row has it whole)
 
@@ -41,6 +42,11 @@ def run_one(entry: Entry, modes: tuple[str, ...], options: PipelineOptions, ctx:
     with logs.captured_output(logger.bind(entry=entry.name)):
         records = run_entry(entry, options, loader=loader, modes=modes,
                             repro=lambda mode: repro(entry.name, mode), logger=logger)
+    if options.flaky_reruns and not any(CATEGORY_BY_NAME.get(r.category or "") and
+                                        CATEGORY_BY_NAME[r.category or ""].infra
+                                        for r in records):
+        mark_flaky(records, manifest_path, entry, options, options.flaky_reruns,
+                   deadline_s=entry.timeout_s * options.flaky_reruns)
     seconds = round(time.monotonic() - started, 2)
     for record in records:
         log_outcome(logger, record, seconds)

@@ -85,7 +85,10 @@ def selection_of(manifest: Manifest, config: SweepConfig) -> dict[str, Any]:
     return {"manifest_sha256": manifest_hash(manifest), "only": sorted(config.only),
             "modes": sorted(config.modes) if config.modes else None,
             "pipeline": {"draft_export": config.pipeline.draft_export,
-                         "aoti": config.pipeline.aoti},
+                         "aoti": config.pipeline.aoti,
+                         # only when set, so runs from before the option still resume
+                         **({"dynamic": "discover"} if config.pipeline.discover_dynamic
+                            else {})},
             "timeout_s": config.timeout_s}
 
 

@@ -18,12 +18,12 @@ from exporter.status import EXPORTED, SKIPPED, XPASS
 from exporter.text import printable
 
 CHANGES = ("NEW_FAILURE", "REGRESSED", "MISSING", "CATEGORY_CHANGED", "SIGNATURE_CHANGED",
-           "FIXED", "PROGRESSED", "NEW_ENTRY", "UNCHANGED")
+           "FIXED", "PROGRESSED", "NEW_ENTRY", "FLAKY", "UNCHANGED")
 # --fail-on names -> what they gate on ("drift" and "xpass" are not changes of outcome).
 GATES = {"regression": {"NEW_FAILURE", "REGRESSED"}, "new_failure": {"NEW_FAILURE"},
          "regressed": {"REGRESSED"}, "missing": {"MISSING"},
          "category_changed": {"CATEGORY_CHANGED"}, "signature_changed": {"SIGNATURE_CHANGED"},
-         "new_entry": {"NEW_ENTRY"}, "drift": set(), "xpass": set(),
+         "new_entry": {"NEW_ENTRY"}, "flaky": {"FLAKY"}, "drift": set(), "xpass": set(),
          "incomplete": set()}   # data problems (missing / torn files): judged by the CLI
 
 
@@ -73,6 +73,10 @@ def _compare(b: dict[str, Any] | None, n: dict[str, Any] | None, key: tuple[str,
         change.change = "MISSING"
     else:
         change.change = _outcome_change(b, n)
+        # An entry known to flip between runs: its change says nothing of the change
+        # under test, and no regression gate counts it.
+        if change.change != "UNCHANGED" and (b.get("flaky") or n.get("flaky")):
+            change.change = "FLAKY"
         change.drift = _drift(b, n, t)
         change.update_expectation = n["status"] == XPASS
     return change

@@ -4,7 +4,8 @@ The page holds everything (inline CSS, a small inline script, SVG charts drawn b
 :mod:`orchestrator.views.charts`); it fetches nothing, so it can be mailed, attached to a CI
 job or opened from an object store.  It shows the headline pass rate and counts, the stage
 funnel, pass rates by family / tag / mode, the failure taxonomy, the top failure clusters
-with their repro commands, regressions and fixes against a baseline run, the trend over
+with their repro commands, the dynamism of the exported programs (which input dims stayed
+dynamic, per family and model), regressions and fixes against a baseline run, the trend over
 every run of the results folder, the slowest and most memory-hungry entries, and a
 sortable, filterable table of every (entry, mode).  Data-integrity problems (missing or
 torn files, unfinished runs) are shown in a banner at the top.
@@ -15,6 +16,7 @@ torn files, unfinished runs) are shown in a banner at the top.
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +30,7 @@ from orchestrator.results.runs import RunData, RunInfo, list_runs, previous_run,
     resolve_run
 from orchestrator.results.storage import write_output
 from orchestrator.views import diff as diffmod
+from orchestrator.views import dynamism as dynamism_view
 from orchestrator.views.assets import CSS, JS, PAGE_SIZE
 from orchestrator.views.charts import Bar, Point, Segment, attrs, esc, hbar_chart, run_chart
 CHANGE_NOTES = {
@@ -36,6 +39,7 @@ CHANGE_NOTES = {
     "SIGNATURE_CHANGED": "same category, another root cause", "FIXED": "failed, passes now",
     "PROGRESSED": "still fails, but at a later stage", "NEW_ENTRY": "not in the baseline",
     "DRIFT": "outcome unchanged; numerics, time or memory drifted, or an XPASS",
+    "FLAKY": "changed, but the entry is flaky (--flaky-reruns saw it flip): not a regression",
 }
 BAD_CHANGES = ("NEW_FAILURE", "REGRESSED", "MISSING")
 GOOD_CHANGES = ("FIXED", "PROGRESSED")
@@ -177,6 +181,8 @@ def build_report(run: RunData, history: Sequence[RunSummary] = (),
         _trend(history, run),
         '<div class="grid2">', _funnel(rows), _taxonomy(rows), "</div>",
         _clusters(rows),
+        _flaky(rows),
+        dynamism_view.section(rows),
         '<div class="grid3">',
         _rates("by-family", "Pass rate by family", group_counts(rows, "family")),
         _rates("by-mode", "Pass rate by mode", group_counts(rows, "mode")),
@@ -187,7 +193,8 @@ def build_report(run: RunData, history: Sequence[RunSummary] = (),
     ]
     nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("headline", "summary"), ("changes", "changes"), ("trend", "trend"), ("funnel", "funnel"),
-        ("taxonomy", "taxonomy"), ("clusters", "clusters"), ("by-family", "pass rates"),
+        ("taxonomy", "taxonomy"), ("clusters", "clusters"), ("dynamism", "dynamism"),
+        ("by-family", "pass rates"),
         ("slowest", "slowest"), ("memory", "memory"), ("entries", "all entries")))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -401,9 +408,13 @@ def _clusters(rows: Sequence[dict[str, Any]]) -> str:
     if not clusters:
         return '<section id="clusters" data-count="0"><h2>Failure clusters</h2><p class="none">' \
                'No failing rows.</p></section>'
+    parts = _localized_parts(rows)
     trs = []
     for c in clusters[:TOP_CLUSTERS]:
         message = (c.message or "").strip()[:1500]
+        where = parts.get(c.signature, [])
+        found = (f'<details class="where"><summary>failing submodules ({len(where)})</summary>'
+                 f'<ul>{"".join(where[:20])}</ul></details>') if where else ""
         entries = "".join(f"<li>{esc(e)}</li>" for e in c.entries[:50])
         more = f"<li>… {len(c.entries) - 50} more</li>" if len(c.entries) > 50 else ""
         code = f'<span class="sig">{esc(c.error_code)}</span> ' if c.error_code else ""
@@ -414,7 +425,8 @@ def _clusters(rows: Sequence[dict[str, Any]]) -> str:
             f'</details></td><td>{esc(", ".join(c.categories))}<br><span class="sig">'
             f'{esc(c.signature)}</span></td><td>{esc(", ".join(c.stages))}</td>'
             f'<td class="nw">{"<br>".join(esc(m) for m in c.modes)}</td><td class="msg">'
-            f'<div class="clamp">{esc(message)}</div><div>{code}{_repro(c.repro)}</div></td></tr>')
+            f'<div class="clamp">{esc(message)}</div><div>{code}{_repro(c.repro)}</div>'
+            f'{found}</td></tr>')
     shown = f"top {TOP_CLUSTERS} of {len(clusters)}" if len(clusters) > TOP_CLUSTERS else \
         f"{len(clusters)}"
     return (f'<section id="clusters" data-count="{len(clusters)}"><h2>Failure clusters <span '
@@ -425,6 +437,40 @@ def _clusters(rows: Sequence[dict[str, Any]]) -> str:
             f'style="width:8%">modes</th><th>message '
             f'(click to expand) · error code · repro</th></tr></thead><tbody>{"".join(trs)}'
             f'</tbody></table></div></section>')
+
+
+def _flaky(rows: Sequence[dict[str, Any]]) -> str:
+    """Entries whose outcome flipped between fresh-process reruns (--flaky-reruns)."""
+    flaky = sorted((r for r in rows if r.get("flaky")), key=lambda r: (r["entry"], r["mode"]))
+    if not flaky:
+        return ""
+    trs = "".join(
+        f'<tr{attrs({"entry": r["entry"], "mode": r["mode"]})}><td>{esc(r["entry"])}</td>'
+        f'<td>{esc(r["mode"])}</td><td class="num">{r.get("reruns") or 0}</td><td>'
+        + "<br>".join(esc(o) for o in r.get("flaky_outcomes") or []) + "</td></tr>"
+        for r in flaky)
+    return (f'<section id="flaky" data-count="{len(flaky)}"><h2>Flaky <span class="sub">'
+            f'{len(flaky)} (entry, mode) pairs whose outcome changed between fresh-process '
+            f'reruns; diff and its gates treat them apart</span></h2><div class="scroll"><table>'
+            f'<thead><tr><th>entry</th><th>mode</th><th class="num">reruns</th><th>outcomes '
+            f'seen</th></tr></thead><tbody>{trs}</tbody></table></div></section>')
+
+
+def _localized_parts(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per signature, the failing submodules localization found (--localize), each with the
+    command that exports just that part."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        paths = r.get("localized_paths") or []
+        for path, cls, category in zip(paths, r.get("localized_classes") or [],
+                                       r.get("localized_categories") or []):
+            target = shlex.quote(path)           # '' names the whole model
+            repro = f'{r["repro"]} --submodule {target}' if r.get("repro") else None
+            item = (f'<li>{esc(r["entry"])} [{esc(r["mode"])}]: <b>{esc(path or "(itself)")}'
+                    f'</b> {esc(cls)} · {esc(category)}{_repro(repro, compact=True)}</li>')
+            if r.get("signature") and item not in out[r["signature"]]:
+                out[r["signature"]].append(item)
+    return out
 
 
 def _rates(section_id: str, title: str, groups: list[tuple[str, dict[str, int]]]) -> str:

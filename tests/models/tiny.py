@@ -135,3 +135,26 @@ class ConvNet(nn.Module):
 
 def make_convnet(activation="relu", scale=2.0):
     return ConvNet(activation, scale).eval()
+
+
+class Flaky(nn.Module):
+    """Branches on a tensor's value (an export failure) or not, as it was built."""
+
+    def __init__(self, branch: bool):
+        super().__init__()
+        self.branch = branch
+
+    def forward(self, x):
+        if self.branch and x.sum() > 0:
+            return x * 2
+        return x + 1
+
+
+def make_flaky(counter):
+    """A model whose export fails on every other build, counted in the file ``counter``
+    (across processes): the outcome flips between a run and its reruns."""
+    import os
+    n = int(open(counter).read()) if os.path.exists(counter) else 0
+    with open(counter, "w") as f:
+        f.write(str(n + 1))
+    return Flaky(branch=n % 2 == 0)

@@ -154,7 +154,8 @@ class Supervisor:
             now = time.monotonic()
             # A batch is expected to take a fraction of one entry's deadline; one that
             # takes longer is split and its entries rerun alone, each with its own.
-            timeout = self.config.timeout_s or max(i.entry.timeout_s for i in items)
+            timeout = (self.config.timeout_s or max(i.entry.timeout_s for i in items)) * \
+                (1 + self.options.flaky_reruns)     # each rerun has the entry's deadline
             if len(items) == 1:
                 item = items[0]
                 ref = slot.actor.run.remote(item.entry, item.modes, item.attempt)
