@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 import torch
 
-from exporter.numerics import pytree
+from exporter.numerics import pytree, spec_dims
 from exporter.signature import model_frame
 
 SHAPES_LOGGER = "torch.fx.experimental.symbolic_shapes"
@@ -82,19 +82,8 @@ def requested(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
     dynamic_shapes = plain_spec(dynamic_shapes, model, args, kwargs)
     if dynamic_shapes is None:
         return []
-    asks: dict[int, dict[int, str]] = {}
-    try:
-        bound = inspect.signature(model.forward).bind(*args, **kwargs)
-    except TypeError:
-        return []
-    for i, (name, value) in enumerate(bound.arguments.items()):
-        if isinstance(dynamic_shapes, dict):
-            spec = dynamic_shapes.get(name)
-        elif isinstance(dynamic_shapes, (tuple, list)) and i < len(dynamic_shapes):
-            spec = dynamic_shapes[i]
-        else:
-            spec = None
-        _walk(value, spec, asks)
+    asks = {key: {d: a for d, dim in dims.items() if (a := _asked(dim)) is not None}
+            for key, dims in spec_dims(model, args, kwargs, dynamic_shapes).items()}
     out = []
     for leaf, (label, _keys, tensor) in enumerate(_leaf_labels(model, args, kwargs)):
         for d, asked in sorted(asks.get(id(tensor), {}).items()):
@@ -115,25 +104,13 @@ def plain_spec(spec: Any, model: torch.nn.Module, args: tuple[Any, ...],
     return spec
 
 
-def _walk(value: Any, spec: Any, out: dict[int, dict[int, str]]) -> None:
-    if spec is None:
-        return
-    if isinstance(value, torch.Tensor):
-        dims = spec.items() if isinstance(spec, dict) else enumerate(spec) \
-            if isinstance(spec, (tuple, list)) else ()
-        for d, dim in dims:
-            kind = getattr(getattr(dim, "type", None), "name", None)
-            if dim is None or isinstance(dim, int) or kind == "STATIC":
-                continue
-            asked = kind.lower() if kind in ("AUTO", "DYNAMIC") else \
-                str(getattr(dim, "__name__", dim))
-            out.setdefault(id(value), {})[int(d)] = asked
-    elif isinstance(value, (tuple, list)) and isinstance(spec, (tuple, list)):
-        for v, s in zip(value, spec):
-            _walk(v, s, out)
-    elif isinstance(value, dict) and isinstance(spec, dict):
-        for k, v in value.items():
-            _walk(v, spec.get(k), out)
+def _asked(dim: Any) -> str | None:
+    """How a spec asks for a dim: "auto" / "dynamic" (hints), the Dim's name, or None (not
+    dynamic: None, an int, STATIC)."""
+    kind = getattr(getattr(dim, "type", None), "name", None)
+    if dim is None or isinstance(dim, int) or kind == "STATIC":
+        return None
+    return kind.lower() if kind in ("AUTO", "DYNAMIC") else str(getattr(dim, "__name__", dim))
 
 
 # -- what torch said while exporting --------------------------------------------------------

@@ -134,6 +134,23 @@ def declared_ranges(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[
     Named Dims and range-carrying hints (``Dim.AUTO(min=2, max=64)``) count; a bare
     ``Dim.AUTO`` means "torch decides" and promises nothing.
     """
+    out: Declared = {}
+    for key, dims in spec_dims(model, args, kwargs, dynamic_shapes).items():
+        for d, dim in dims.items():
+            lo, hi = getattr(dim, "min", None), getattr(dim, "max", None)
+            name = getattr(dim, "__name__", None)
+            if name is None and lo is None and hi is None:
+                continue
+            hi_f = math.inf if hi is None or hi >= 2**62 else float(hi)
+            out.setdefault(key, {})[d] = (name or f"dim{d}", int(lo or 0), hi_f)
+    return out
+
+
+def spec_dims(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+              dynamic_shapes: Any) -> dict[int, dict[int, Any]]:
+    """id(input tensor) -> dim -> what a torch.export dynamic_shapes spec says of it (a Dim,
+    a hint, an int, None), the spec aligned with the inputs as torch does: by position, or by
+    forward's parameter names, through nested tuples, lists and dicts."""
     if dynamic_shapes is None:
         return {}
     import inspect
@@ -141,38 +158,32 @@ def declared_ranges(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[
         bound = inspect.signature(model.forward).bind(*args, **kwargs)
     except TypeError:
         return {}
-    values = list(bound.arguments.items())
-    out: Declared = {}
-    for i, (name, value) in enumerate(values):
+    out: dict[int, dict[int, Any]] = {}
+    for i, (name, value) in enumerate(bound.arguments.items()):
         if isinstance(dynamic_shapes, dict):
             spec = dynamic_shapes.get(name)
         elif isinstance(dynamic_shapes, (tuple, list)) and i < len(dynamic_shapes):
             spec = dynamic_shapes[i]
         else:
             spec = None
-        _walk_declared(value, spec, out)
+        _walk_spec(value, spec, out)
     return out
 
 
-def _walk_declared(value: Any, spec: Any, out: Declared) -> None:
+def _walk_spec(value: Any, spec: Any, out: dict[int, dict[int, Any]]) -> None:
     if spec is None:
         return
     if isinstance(value, torch.Tensor):
         dims = spec.items() if isinstance(spec, dict) else enumerate(spec) \
             if isinstance(spec, (tuple, list)) else ()
         for d, dim in dims:
-            lo, hi = getattr(dim, "min", None), getattr(dim, "max", None)
-            name = getattr(dim, "__name__", None)
-            if name is None and lo is None and hi is None:
-                continue
-            hi_f = math.inf if hi is None or hi >= 2**62 else float(hi)
-            out.setdefault(id(value), {})[int(d)] = (name or f"dim{d}", int(lo or 0), hi_f)
+            out.setdefault(id(value), {})[int(d)] = dim
     elif isinstance(value, (tuple, list)) and isinstance(spec, (tuple, list)):
         for v, s in zip(value, spec):
-            _walk_declared(v, s, out)
+            _walk_spec(v, s, out)
     elif isinstance(value, dict) and isinstance(spec, dict):
         for k, v in value.items():
-            _walk_declared(v, spec.get(k), out)
+            _walk_spec(v, spec.get(k), out)
 
 
 def plan_sizes(ep: torch.export.ExportedProgram, leaves: list[Any], count: int,
