@@ -51,7 +51,7 @@ def cmd_expect(args: argparse.Namespace) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(after)
         os.replace(tmp, manifest.expectations)
-    changed = sum(1 for name in changes)
+    changed = len(changes)
     print(f"{manifest.expectations}: {changed} entr{'y' if changed == 1 else 'ies'} examined "
           f"from run {run_id}; {'updated' if after != before else 'no change'}")
 
