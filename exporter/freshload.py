@@ -32,7 +32,7 @@ from typing import Any
 class LoadRequest:
     kind: str            # "export" (torch.export.load) or "aoti" (aoti_load_package)
     artifact: str        # path of the .pt2 file
-    data: str            # torch.save'd {"inputs": leaves, "expected": leaves}
+    data: str            # torch.save'd {"inputs": leaves, "expected": leaves[, "reference64"]}
     atol: float
     rtol: float
     device: str = "cpu"
@@ -48,6 +48,7 @@ class LoadResult:
     max_rel_err: float | None = None
     load_s: float = 0.0
     run_s: float = 0.0
+    float64: str = ""     # the float64 reference overturned a float32 failure (numerics)
 
 
 class FreshLoader:
@@ -338,12 +339,14 @@ def _check(request: LoadRequest) -> LoadResult:
                           run_s=time.perf_counter() - t1)
     run_s = time.perf_counter() - t1
     leaves, _ = numerics.flatten(out)
-    cmp = numerics.compare_leaves(data["expected"], leaves, request.atol, request.rtol)
+    cmp = numerics.compare_leaves(data["expected"], leaves, request.atol, request.rtol,
+                                  (lambda: data["reference64"]) if "reference64" in data else None)
     failure = None
     if not cmp.ok:
         category = "ROUNDTRIP_MISMATCH" if request.kind == "export" else "AOTI_MISMATCH"
         failure = asdict(Failure.make(category, stage, cmp.detail))
-    return LoadResult(cmp.ok, failure, cmp.max_abs_err, cmp.max_rel_err, load_s, run_s)
+    return LoadResult(cmp.ok, failure, cmp.max_abs_err, cmp.max_rel_err, load_s, run_s,
+                      cmp.float64)
 
 
 def inputs_on(leaves: list[Any], device: str) -> list[Any]:

@@ -3,6 +3,13 @@
 Comparison is structural first (pytree spec, then per-leaf type, shape, dtype)
 and numerical second, recording the worst absolute and relative error so that
 a dashboard can show drift before it becomes a failure.
+
+An element-wise ``atol + rtol*|eager|`` test is the wrong judge of an ill-conditioned network
+(random weights amplify a one-ulp difference, e.g. a decomposed SiLU, to whole units in the
+logits; docs/findings.md).  So a float leaf that fails it is judged once more, like PyTorch's
+benchmark runner does, against eager run in float64: it passes when the program is no further
+from float64 than eager float32 itself is (RMSE, times 2, or 3 for half types, plus atol/10).
+The float64 run is only paid for by comparisons that failed.
 """
 
 from __future__ import annotations
@@ -10,9 +17,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+from exporter.signature import FLOAT64_TRAILER
 
 try:  # public since torch 2.5-ish; the private module has the same API on older builds
     import torch.utils.pytree as pytree
@@ -22,6 +31,9 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on the torch
 
 REL_FLOOR = 1e-8   # |expected| below this is treated as this, so zeros do not divide
 
+# Leaves of eager run in float64 on the same inputs, or a reason it cannot run; computed lazily.
+Reference64 = Callable[[], "list[Any] | str"]
+
 
 @dataclass
 class Comparison:
@@ -30,6 +42,8 @@ class Comparison:
     detail: str = ""
     max_abs_err: float = 0.0
     max_rel_err: float = 0.0
+    failed_leaves: list[int] = field(default_factory=list)   # float leaves outside atol/rtol
+    float64: str = ""     # set when the float64 reference overturned a float32 failure
 
     @property
     def ok(self) -> bool:
@@ -41,24 +55,83 @@ def flatten(value: Any) -> tuple[list[Any], str]:
     return leaves, str(spec)
 
 
-def compare(expected: Any, actual: Any, atol: float, rtol: float) -> Comparison:
+def compare(expected: Any, actual: Any, atol: float, rtol: float,
+            reference64: Reference64 | None = None) -> Comparison:
     exp_leaves, exp_spec = flatten(expected)
     act_leaves, act_spec = flatten(actual)
     if exp_spec != act_spec:
         return Comparison(False, False, f"output structure differs: eager {_short(exp_spec)} "
                                         f"vs exported {_short(act_spec)}")
-    return compare_leaves(exp_leaves, act_leaves, atol, rtol)
+    return compare_leaves(exp_leaves, act_leaves, atol, rtol, reference64)
 
 
-def compare_leaves(expected: list[Any], actual: list[Any], atol: float, rtol: float) -> Comparison:
+def compare_leaves(expected: list[Any], actual: list[Any], atol: float, rtol: float,
+                   reference64: Reference64 | None = None) -> Comparison:
     result = Comparison()
     if len(expected) != len(actual):
         return Comparison(False, False, f"{len(actual)} outputs where eager gave {len(expected)}")
+    rejudgeable = True
     for i, (e, a) in enumerate(zip(expected, actual)):
         problem = _compare_leaf(e, a, atol, rtol, result)
         if problem and result.detail == "":
             result.detail = f"output[{i}]: {problem}"
+        if problem:
+            if result.structure_ok and _is_low_float(e) and _is_low_float(a):
+                result.failed_leaves.append(i)
+            else:
+                rejudgeable = False
+    if result.structure_ok and not result.values_ok and rejudgeable and reference64 is not None:
+        _judge_float64(result, expected, actual, atol, reference64)
     return result
+
+
+def _is_low_float(x: Any) -> bool:
+    """A tensor of a float type below float64: one a float64 reference is more precise than."""
+    return isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64
+
+
+def _judge_float64(result: Comparison, expected: list[Any], actual: list[Any], atol: float,
+                   reference64: Reference64) -> None:
+    """Overturn a float32 failure when every failing leaf is a float leaf no further from eager
+    in float64 than eager in float32 is (NaN/inf where float64 is finite never passes)."""
+    failed = result.failed_leaves
+    try:
+        ref = reference64()
+    except Exception as exc:  # noqa: BLE001 - any failure of the extra eager run
+        ref = f"{type(exc).__name__}: {_short(str(exc), 80)}"
+    if isinstance(ref, str):
+        result.detail += f"\n{FLOAT64_TRAILER} no reference ({ref})"
+        return
+    worst: tuple[float, float, float] | None = None     # (ratio, program rmse, eager rmse)
+    for i in failed:
+        r = ref[i] if i < len(ref) else None
+        e, a = expected[i].detach().cpu(), actual[i].detach().cpu()
+        if not isinstance(r, torch.Tensor) or tuple(r.shape) != tuple(e.shape):
+            result.detail += f"\n{FLOAT64_TRAILER} another output structure"
+            return
+        r64, e64, a64 = r.detach().cpu().double(), e.double(), a.double()
+        finite = torch.isfinite(r64)
+        if bool((finite & ~torch.isfinite(a64)).any()):
+            result.detail += f"\n{FLOAT64_TRAILER} non-finite values where it is finite"
+            return
+        program = _rmse(a64[finite], r64[finite])
+        eager = _rmse(e64[finite], r64[finite])
+        allowed = (3.0 if e.dtype in (torch.float16, torch.bfloat16) else 2.0) * eager + atol / 10
+        ratio = program / allowed if allowed > 0 else (0.0 if program == 0 else math.inf)
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, program, eager)
+    assert worst is not None
+    judged = f"program rmse {worst[1]:.3g}, eager float32's {worst[2]:.3g}"
+    if worst[0] <= 1.0:
+        result.values_ok, result.detail, result.float64 = True, "", judged
+    else:
+        result.detail += f"\n{FLOAT64_TRAILER} {judged}"
+
+
+def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.numel() == 0:
+        return 0.0
+    return float(((a - b) ** 2).mean().sqrt())
 
 
 def _compare_leaf(e: Any, a: Any, atol: float, rtol: float, acc: Comparison) -> str | None:

@@ -71,6 +71,7 @@ class Shared:
     running: str | None = None           # the shared stage in progress, for timeouts
     model_line: str | None = None        # where the model's forward is defined
     eager_at_size: dict[Any, Any] = field(default_factory=dict)   # dynamic stage's references
+    eager64: dict[Any, Any] = field(default_factory=dict)   # float64 references, when asked for
     decomposed: dict[Any, Decomposed] = field(default_factory=dict)  # program key -> its pass
 
     def fresh_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -93,11 +94,13 @@ class Decomposed:
     node_count: int                # the decomposed program's node count
     non_core_ops: list[str]
     graph_outputs: dict[str, int]
+    float64_judged: list[str]      # the decompose check passed against eager in float64
 
     @classmethod
     def of(cls, ep: Any, record: Record) -> "Decomposed":
         return cls(ep, graphinfo.placeholder_count(ep), record.decomposed_node_count or 0,
-                   list(record.non_core_ops), dict(record.graph_outputs))
+                   list(record.non_core_ops), dict(record.graph_outputs),
+                   [j for j in record.float64_judged if j.startswith("decompose:")])
 
     def describe(self, ep: Any, record: Record) -> None:
         # Unused lifted inputs (non-strict lifts BatchNorm's num_batches_tracked in eval mode,
@@ -106,6 +109,7 @@ class Decomposed:
                                         + graphinfo.placeholder_count(ep))
         record.non_core_ops = list(self.non_core_ops)
         record.graph_outputs = dict(self.graph_outputs)
+        record.float64_judged.extend(self.float64_judged)
 
 
 @dataclass
@@ -243,12 +247,44 @@ def _eager_at(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any],
               example: int | None = None) -> Any:
     """Eager outputs for other inputs (the example's tiled to other sizes, or the entry's
     ``example``-th other input set), computed once per entry and shared by the modes."""
-    leaves, _ = numerics.pytree.tree_flatten((args, kwargs))
-    key = (example, tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else repr(x)
-                          for x in leaves))
+    key = _inputs_key(args, kwargs, example)
     if key not in shared.eager_at_size:
         shared.eager_at_size[key] = _run_eager(shared, *copy.deepcopy((args, kwargs)))
     return shared.eager_at_size[key]
+
+
+def _inputs_key(args: tuple[Any, ...], kwargs: dict[str, Any], example: int | None) -> Any:
+    leaves, _ = numerics.pytree.tree_flatten((args, kwargs))
+    return (example, tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else repr(x)
+                           for x in leaves))
+
+
+def _reference64(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 example: int | None = None) -> numerics.Reference64:
+    """Eager in float64 on these inputs, for comparisons that fail in float32 (see
+    exporter.numerics): run at most once per entry and inputs, only when first asked for."""
+    key = _inputs_key(args, kwargs, example)
+
+    def reference() -> list[Any] | str:
+        if key not in shared.eager64:
+            shared.eager64[key] = _run_eager64(shared, args, kwargs)
+        return shared.eager64[key]
+    return reference
+
+
+def _run_eager64(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | str:
+    def widen(x: Any) -> Any:
+        return x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+    try:
+        model = shared.fresh_model().double()      # floating parameters and buffers only
+        args64, kwargs64 = numerics.pytree.tree_map(widen, copy.deepcopy((args, kwargs)))
+        torch.manual_seed(shared.entry.seed)
+        with torch.no_grad():
+            out = model(*args64, **kwargs64)
+        del model
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run in float64 keeps float32's verdict
+        return f"eager fails in float64: {type(exc).__name__}"
+    return numerics.flatten(out)[0]
 
 
 def _run_eager(shared: Shared, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -382,7 +418,7 @@ def stage_verify(run: ModeRun) -> None:
 
 def stage_numerics(run: ModeRun) -> None:
     out = _run_program(run, run.ep, *run.shared.fresh_inputs())
-    cmp = _compare(run, out)
+    cmp = _compare(run, out, "numerics")
     run.record.max_abs_err, run.record.max_rel_err = cmp.max_abs_err, cmp.max_rel_err
     if not cmp.structure_ok:
         raise StageFailed(Failure.make("OUTPUT_STRUCTURE_MISMATCH", "numerics", cmp.detail))
@@ -433,7 +469,9 @@ def _check_at(run: ModeRun, label: str, args: tuple[Any, ...], kwargs: dict[str,
     except Exception as exc:  # noqa: BLE001
         raise _dynamic_failure(exc, "the program fails", label) from None
     tol = run.shared.entry.tolerance
-    cmp = numerics.compare(expected, actual, tol.atol, tol.rtol)
+    cmp = numerics.compare(expected, actual, tol.atol, tol.rtol,
+                           _reference64(run.shared, args, kwargs, example))
+    _note_float64(run, f"dynamic at {label}", cmp.float64)
     if not cmp.ok:
         raise StageFailed(Failure.make(
             "DYNAMIC_SHAPE_FAILURE", "dynamic", f"at {label}: {cmp.detail}",
@@ -465,7 +503,7 @@ def stage_decompose(run: ModeRun) -> None:
     decomposed = run.ep.run_decompositions(table)  # a new program; run.ep is kept
     graphinfo.describe_decomposed(decomposed, run.record)
     out = _run_program(run, decomposed, *run.shared.fresh_inputs())
-    cmp = _compare(run, out)
+    cmp = _compare(run, out, "decompose")
     if not cmp.ok:
         raise StageFailed(Failure.make("DECOMPOSITION_ERROR", "decompose",
                                        f"decomposed program disagrees with eager: {cmp.detail}"))
@@ -579,9 +617,18 @@ def _module_restored(model: torch.nn.Module) -> Iterator[None]:
                     live.copy_(snapshot)
 
 
-def _compare(run: ModeRun, out: Any) -> numerics.Comparison:
-    tol = run.shared.entry.tolerance
-    return numerics.compare(run.shared.eager_out, out, tol.atol, tol.rtol)
+def _compare(run: ModeRun, out: Any, stage: str) -> numerics.Comparison:
+    """The program's outputs on the example inputs against eager's."""
+    tol, shared = run.shared.entry.tolerance, run.shared
+    cmp = numerics.compare(shared.eager_out, out, tol.atol, tol.rtol,
+                           _reference64(shared, *shared.fresh_inputs()))
+    _note_float64(run, stage, cmp.float64)
+    return cmp
+
+
+def _note_float64(run: ModeRun, stage: str, judged: str) -> None:
+    if judged:
+        run.record.float64_judged.append(f"{stage}: {judged}")
 
 
 def _tol(run: ModeRun) -> tuple[float, float]:
@@ -591,13 +638,19 @@ def _tol(run: ModeRun) -> tuple[float, float]:
 
 def _data_file(run: ModeRun) -> str:
     """Inputs and expected outputs as weights-only-loadable leaves, for the fresh process."""
-    path = os.path.join(run.shared.workdir, "io.pt")
+    args, kwargs = run.shared.fresh_inputs()
+    reference64 = run.shared.eager64.get(_inputs_key(args, kwargs, None))
+    if isinstance(reference64, str):
+        reference64 = None
+    # With a float64 reference (a comparison needed it), the fresh process judges like this one.
+    path = os.path.join(run.shared.workdir, "io64.pt" if reference64 is not None else "io.pt")
     if not os.path.exists(path):
-        args, kwargs = run.shared.fresh_inputs()
         inputs, _ = numerics.pytree.tree_flatten((args, kwargs))
         expected, _ = numerics.flatten(run.shared.eager_out)
-        torch.save({"inputs": [_plain(x) for x in inputs],
-                    "expected": [_plain(x) for x in expected]}, path)
+        data = {"inputs": [_plain(x) for x in inputs], "expected": [_plain(x) for x in expected]}
+        if reference64 is not None:
+            data["reference64"] = [_plain(x) for x in reference64]
+        torch.save(data, path)
     return path
 
 
@@ -618,6 +671,7 @@ def _check_fresh(run: ModeRun, request: LoadRequest) -> None:
         result = check_in_process(request)
     if request.kind == "export":
         run.record.seconds["serialize.load"] = round(result.load_s, 4)
+    _note_float64(run, "serialize" if request.kind == "export" else "aoti", result.float64)
     _raise_if_failed(result)
 
 

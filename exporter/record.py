@@ -63,6 +63,7 @@ class Record:
     reruns: int | None = None                 # --flaky-reruns: fresh-process reruns done
     flaky: bool | None = None
     flaky_outcomes: list[str] = field(default_factory=list)
+    float64_judged: list[str] = field(default_factory=list)   # float32 failures float64 overturned
     decomposed_node_count: int | None = None
     non_core_ops: list[str] = field(default_factory=list)
     artifact_path: str | None = None

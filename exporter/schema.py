@@ -101,6 +101,9 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
      "between its first run and a rerun; diff and its gates treat it apart"),
     ("flaky_outcomes", _STR_LIST, "every outcome seen when flaky: 'PASS', 'FAIL "
      "NUMERIC_MISMATCH @numerics'"),
+    ("float64_judged", _STR_LIST, "comparisons that failed in float32 and passed against eager "
+     "run in float64 (the program no further from it than eager float32), e.g. 'decompose: "
+     "program rmse 0.51, eager float32's 0.49'"),
     ("dynamic_suggested", pa.string(), "on CONSTRAINT_VIOLATION: torch's suggested fix, which "
      "exported, as a manifest snippet to paste (dynamic_achieved then describes it)"),
     ("decomposed_node_count", pa.int32(), "nodes after run_decompositions() to core ATen"),
@@ -182,6 +185,7 @@ def row(record: Record, ctx: RowContext, final: bool = True) -> dict[str, Any]:
         "localize_s": record.localize_s, "localize_complete": record.localize_complete,
         "reruns": record.reruns, "flaky": record.flaky,
         "flaky_outcomes": list(record.flaky_outcomes),
+        "float64_judged": list(record.float64_judged),
         "decomposed_node_count": record.decomposed_node_count,
         "non_core_ops": list(record.non_core_ops), "artifact_path": record.artifact_path,
         "artifact_sha256": record.artifact_sha256, "artifact_bytes": record.artifact_bytes,

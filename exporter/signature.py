@@ -27,11 +27,15 @@ SIGNATURE_LINES = 3
 # nothing about the cause and would make every signature depend on torch's wording.
 _DRAFT_ADVICE = re.compile(
     r"\s*The error above occurred when calling torch\.export\.export\..*", re.S)
-# Everything after these markers is a per-model stack or generic help text.
+# Opens the line a numeric failure's message gets about its float64 judgement (exporter.numerics):
+# figures, not the cause.
+FLOAT64_TRAILER = "Against eager in float64:"
+# Everything after these markers is a per-model stack, generic help text or figures.
 _TRAILERS = (
     "from user code:", "Set TORCHDYNAMO_VERBOSE", "Set TORCH_LOGS", "For more information",
     "The following call raised this error", "Traceback (most recent call last)",
     "For C++ stack trace", "Developer debug context", "For more details about this graph break",
+    FLOAT64_TRAILER,
 )
 _ADDR = re.compile(r"0x[0-9a-fA-F]+")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\w.\-~]*/)+[\w.\-]+")

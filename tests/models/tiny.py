@@ -158,3 +158,16 @@ def make_flaky(counter):
     with open(counter, "w") as f:
         f.write(str(n + 1))
     return Flaky(branch=n % 2 == 0)
+
+
+def make_ill_conditioned(depth=24, width=256, gain=4.0):
+    """Linear + SiLU layers with a gain above 1, like an untrained network: the decomposed
+    SiLU (x * sigmoid(x), one ulp from the fused kernel) moves the outputs by far more than
+    atol + rtol*|eager|, and by no more than eager float32 is from eager float64."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(width, width), nn.SiLU())
+                            for _ in range(depth)]).eval()
+    with torch.no_grad():
+        for layer in model:
+            layer[0].weight.mul_(gain)
+    return model
