@@ -101,13 +101,35 @@ def test_ray_sweep_end_to_end(write_manifest, tmp_path):
     path.write_text(path.read_text().replace("inputs: [{shape: [2, 3]}]\n    modes: [non-strict, "
                                              "strict]\n", "inputs: [{shape: [2, 4]}]\n    modes: "
                                              "[non-strict, strict]\n", 1))
+    # A model whose export fails on every other build: with --flaky-reruns its rerun (a fresh
+    # process started by the Ray worker) flips the outcome; --localize runs in the worker too.
+    counter = tmp_path / "count"
+    path.write_text(path.read_text() + f"""
+  - name: flips
+    entrypoint: models/tiny.py:make_flaky
+    kwargs: {{counter: {counter}}}
+    inputs: [{{shape: [2, 4]}}]
+    modes: [non-strict, strict]
+""")
     out = tmp_path / "out"
-    proc = _run(str(path), "--out", str(out), "--run-id", "e2e", "--cpu-workers", "2")
+    proc = _run(str(path), "--out", str(out), "--run-id", "e2e", "--cpu-workers", "2",
+                "--flaky-reruns", "1", "--localize")
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
     assert sorted((r["entry"], r["mode"], r["status"]) for r in rows) == [
+        ("flips", "non-strict", "FAIL"), ("flips", "strict", "FAIL"),
         ("guard", "non-strict", "FAIL"), ("guard", "strict", "FAIL"),
         ("mlp", "non-strict", "PASS"), ("mlp", "strict", "PASS")]
+    by = {(r["entry"], r["mode"]): r for r in rows}
+    for mode in ("non-strict", "strict"):
+        assert by[("flips", mode)]["flaky"] is True and by[("flips", mode)]["reruns"] == 1
+        assert by[("flips", mode)]["flaky_outcomes"] == ["FAIL DATA_DEPENDENT_GUARD @export",
+                                                         "PASS"]
+        assert by[("guard", mode)]["flaky"] is False and by[("mlp", mode)]["flaky"] is False
+        assert by[("guard", mode)]["localized_paths"] == [""]     # the model itself, no children
+        assert by[("guard", mode)]["localize_complete"] is True
+        assert by[("mlp", mode)]["localized_paths"] == [] and by[("mlp", mode)]["localize_s"] is None
+    assert counter.read_text() == "2"
     assert all(r["pool"] == "cpu" and r["worker_id"].startswith("cpu-") and r["node_id"]
                and r["final"] for r in rows)
     meta = json.loads((out / "run_id=e2e" / "_run.json").read_text())
