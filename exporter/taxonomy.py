@@ -38,6 +38,10 @@ class Category:
 # The infrastructure categories the orchestrator itself assigns (the model's categories come
 # from the rules below).
 TIMEOUT, WORKER_CRASH, OOM, INFRA_ERROR = "TIMEOUT", "WORKER_CRASH", "OOM", "INFRA_ERROR"
+# The cross-version stage's categories, and the fresh process's categories that mean "it
+# loads and runs, and disagrees" there (any other failure means another version cannot use it).
+CROSS_VERSION_LOAD_ERROR, CROSS_VERSION_MISMATCH = "CROSS_VERSION_LOAD_ERROR", "CROSS_VERSION_MISMATCH"
+RELOAD_MISMATCHES = frozenset({"ROUNDTRIP_MISMATCH", "AOTI_MISMATCH"})
 
 
 CATEGORIES: tuple[Category, ...] = (
@@ -85,10 +89,10 @@ CATEGORIES: tuple[Category, ...] = (
     Category("AOTI_COMPILE_ERROR", "aoti", False,
              "AOTInductor compilation, packaging or loading raised"),
     Category("AOTI_MISMATCH", "aoti", False, "the AOTInductor module's outputs differ from eager"),
-    Category("CROSS_VERSION_LOAD_ERROR", CROSSLOAD, False,
+    Category(CROSS_VERSION_LOAD_ERROR, CROSSLOAD, False,
              "a program saved in one environment (another torch) raised loading or running "
              "in another"),
-    Category("CROSS_VERSION_MISMATCH", CROSSLOAD, False,
+    Category(CROSS_VERSION_MISMATCH, CROSSLOAD, False,
              "a program saved in one environment loads and runs in another, and its outputs "
              "differ from eager"),
     Category(TIMEOUT, None, True, "the entry ran past its deadline"),

@@ -19,12 +19,8 @@ from exporter import signature as sig
 from exporter.freshload import LoadResult
 from exporter.spec import Entry
 from exporter.status import ERROR, FAIL, PASS
-from exporter.taxonomy import CATEGORY_BY_NAME, CROSSLOAD, Failure
-
-LOAD_ERROR, MISMATCH = "CROSS_VERSION_LOAD_ERROR", "CROSS_VERSION_MISMATCH"
-# What the fresh process's own classification means here: the outputs disagree, or
-# anything else (a load or a run that raised) is a program another version cannot use.
-MISMATCHES = {"ROUNDTRIP_MISMATCH", "AOTI_MISMATCH"}
+from exporter.taxonomy import (CATEGORY_BY_NAME, CROSS_VERSION_LOAD_ERROR,
+                               CROSS_VERSION_MISMATCH, CROSSLOAD, RELOAD_MISMATCHES, Failure)
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,8 @@ def crossload_row(entry: Entry, mode: str, kind: str, from_env: str, from_torch:
                    message=sig.bounded_message(inner.get("message") or ""),
                    signature=inner.get("signature"))
         return row
-    category = MISMATCH if inner.get("category") in MISMATCHES else LOAD_ERROR
+    category = CROSS_VERSION_MISMATCH if inner.get("category") in RELOAD_MISMATCHES \
+        else CROSS_VERSION_LOAD_ERROR
     failure = Failure.make(category, CROSSLOAD, inner.get("message") or "",
                            exception_type=inner.get("exception_type"),
                            error_code=inner.get("error_code"),

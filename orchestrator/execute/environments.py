@@ -16,14 +16,15 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from exporter import __version__ as EXPORTSWEEP_VERSION
 from exporter.environments import Environment
 from exporter.errors import UsageError
 
 PROBE_TIMEOUT_S = 180.0          # importing torch on a cold disk takes a while
-RUNTIME_ENV_TIMEOUT_S = 1800.0   # a runtime_env may install packages first
+# Runs the probe script inside a runtime environment: its stdout, or one line saying why not.
+RemoteProbe = Callable[[Environment, str], str]
 PACKAGES = ("torch", "ray", "exportsweep", "transformers", "timm", "torchvision", "numpy")
 
 # Runs in the environment's interpreter: versions as JSON on stdout, never an exception.
@@ -73,19 +74,23 @@ class EnvironmentFacts:
         return asdict(self)
 
 
-def probe_all(envs: dict[str, Environment], ray_version: str) -> dict[str, EnvironmentFacts]:
-    """Every environment's facts; UsageError (exit 2) naming each one that cannot work."""
+def probe_all(envs: dict[str, Environment], ray_version: str,
+              remote: RemoteProbe | None = None) -> dict[str, EnvironmentFacts]:
+    """Every environment's facts; UsageError (exit 2) naming each one that cannot work.
+    ``remote`` runs the probe inside a Ray runtime environment (Ray must be up)."""
     with ThreadPoolExecutor(max_workers=max(1, len(envs))) as pool:
-        results = dict(zip(envs, pool.map(lambda e: _probe(e, ray_version), envs.values())))
+        results = dict(zip(envs, pool.map(lambda e: _probe(e, ray_version, remote),
+                                          envs.values())))
     problems = [p for _, p in results.values() if p]
     if problems:
         raise UsageError("\n".join(problems))
     return {name: facts for name, (facts, _) in results.items() if facts is not None}
 
 
-def _probe(env: Environment, ray_version: str) -> tuple[EnvironmentFacts | None, str | None]:
+def _probe(env: Environment, ray_version: str, remote: RemoteProbe | None
+           ) -> tuple[EnvironmentFacts | None, str | None]:
     if env.runtime_env is not None:
-        return _probe_runtime_env(env, ray_version)
+        return _probe_runtime_env(env, ray_version, remote)
     python = env.python or sys.executable
     where = f"environment {env.name!r} ({env.source})"
     if not os.path.exists(python):
@@ -146,29 +151,15 @@ def _first(found: dict[str, Any], module: str) -> str:
     return "not importable"
 
 
-def _probe_runtime_env(env: Environment, ray_version: str
+def _probe_runtime_env(env: Environment, ray_version: str, remote: RemoteProbe | None
                        ) -> tuple[EnvironmentFacts | None, str | None]:
-    """Run the probe as a Ray task inside the runtime environment (Ray must be up)."""
-    import ray
-    from ray.exceptions import GetTimeoutError, RayError
-
+    """The probe's output from inside the runtime environment (``remote``: a Ray task, see
+    ``execute.ray.cluster``), judged like a local one."""
     where = f"environment {env.name!r} ({env.source})"
-
-    def probe() -> str:
-        return subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT_S).stdout
-
-    task = ray.remote(probe).options(runtime_env=dict(env.runtime_env or {}), num_cpus=0,
-                                     max_retries=0)
-    try:
-        stdout = ray.get(task.remote(), timeout=RUNTIME_ENV_TIMEOUT_S)
-    except GetTimeoutError:
-        return None, f"{where}: Ray did not set up the runtime_env within " \
-                     f"{RUNTIME_ENV_TIMEOUT_S:.0f} s"
-    except RayError as exc:
-        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        return None, f"{where}: Ray could not run in this runtime_env: {first[:200]}"
-    line = next((ln for ln in stdout.splitlines() if ln.startswith("EXPORTSWEEP-PROBE ")), None)
-    if line is None:
-        return None, f"{where}: the probe printed nothing in this runtime_env"
+    if remote is None:
+        return None, f"{where}: a runtime_env is probed by Ray, which is not running"
+    stdout = remote(env, PROBE)
+    if not stdout.startswith("EXPORTSWEEP-PROBE ") and "\nEXPORTSWEEP-PROBE " not in stdout:
+        return None, f"{where}: {stdout.strip() or 'the probe printed nothing'}"
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("EXPORTSWEEP-PROBE "))
     return _judge(env, json.loads(line.split(" ", 1)[1]), ray_version, where)

@@ -51,7 +51,8 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
     queue = WorkQueue(items)
     try:
         remote = {n: e for n, e in config.environments.items() if e.runtime_env is not None}
-        env_facts = probe_all(remote, ray.__version__) if remote else {}
+        env_facts = probe_all(remote, ray.__version__, remote=probe_in_runtime_env) \
+            if remote else {}
         resources = ray.cluster_resources()
         cpu_workers, gpu_workers = size_pools(resources, ray_config.cpu_workers,
                                               ray_config.gpu_workers, ray_config.cpus_per_worker)
@@ -73,6 +74,31 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
         supervisor.shutdown()
         if started_here:
             ray.shutdown()
+
+
+RUNTIME_ENV_TIMEOUT_S = 1800.0   # a runtime_env may install packages first
+
+
+def probe_in_runtime_env(env: Environment, script: str) -> str:
+    """Run the environment probe as a Ray task inside ``env``'s runtime environment: its
+    stdout, or one line saying why Ray could not."""
+    from ray.exceptions import GetTimeoutError, RayError
+
+    def probe() -> str:
+        import subprocess
+        import sys
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=300).stdout
+
+    task = ray.remote(probe).options(runtime_env=dict(env.runtime_env or {}), num_cpus=0,
+                                     max_retries=0)
+    try:
+        return ray.get(task.remote(), timeout=RUNTIME_ENV_TIMEOUT_S)
+    except GetTimeoutError:
+        return f"Ray did not set up the runtime_env within {RUNTIME_ENV_TIMEOUT_S:.0f} s"
+    except RayError as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        return f"Ray could not run in this runtime_env: {first[:200]}"
 
 
 def actor_runtime_env(env: Environment) -> dict[str, Any] | None:
