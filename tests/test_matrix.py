@@ -74,7 +74,7 @@ def test_programs_are_loaded_in_the_other_environment_both_ways(matrix_run):
     assert directions == {(OLD, "forward"), (CURRENT, "backward")}
     rows = read_run(str(matrix_run), "m").final_rows
     serialized = {(r["entry"], r["mode"], r["env"]) for r in rows
-                  if (r["stage_status"] or {}).get("serialize") == "passed"}
+                  if dict(r["stage_status"] or {}).get("serialize") == "passed"}
     # every program that reloaded where it was made was checked in the other environment
     checked = {(r["entry"], r["mode"], r["from_env"]) for r in cross if r["kind"] == "export"}
     assert checked == serialized

@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="update only entries whose name matches (repeatable)")
     update.add_argument("--family", action="append", metavar="FAMILY",
                         help="update only entries of this family (repeatable)")
+    update.add_argument("--env", dest="env_name", default="current", metavar="NAME",
+                        help="in a run with several environments, the one whose outcomes "
+                             "are expected (default: current, the driver's own)")
     update.add_argument("--dry-run", action="store_true",
                         help="print the change as a unified diff; write nothing")
     update.set_defaults(func=expect.cmd_expect)

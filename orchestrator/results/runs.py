@@ -241,7 +241,7 @@ def _replaced_names(raw: bytes | None) -> list[str]:
 
 
 # What picking the final rows needs, whatever else a reader asks for.
-FINAL_KEYS = ("entry", "mode", "status", "attempt", "final", "finished_at")
+FINAL_KEYS = ("entry", "mode", "env", "status", "attempt", "final", "finished_at")
 
 
 def read_run(out: str, run_id: str, meta: RunMeta | None = None,

@@ -429,8 +429,15 @@ class Supervisor:
         return not alive.get(slot.node_id, False)
 
     def _skip_unrunnable(self, queue: WorkQueue) -> None:
-        pools = {(s.pool, s.env) for s in self.slots}
+        # A worker can move to any environment (_rebalance): what matters is its kind.
+        pools = {(s.pool, env) for s in self.slots for env in self.runtime_envs}
         for item in queue.unrunnable(pools):
+            if item.crossload is not None:
+                self._crossload_fault(Flight(Slot("none", "driver", None, env=item.env), [item],
+                                             time.monotonic(), time.monotonic()),
+                                      INFRA_ERROR, "no worker of this kind is left to load "
+                                      "the programs", "RuntimeError")
+                continue
             ctx = RowContext(run_id=self.run_id, worker_id="driver", pool="none", env=item.env)
             rows = []
             for mode in item.modes:
