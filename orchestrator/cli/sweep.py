@@ -86,6 +86,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for r in rows:
         print("  ".join(_fit(r[c], widths[c]) for c in columns).rstrip())
+    envs = environments.resolve(manifest.environments, [])
+    if len(envs) > 1:
+        print("\nenvironments (each entry runs in every one it allows):")
+        for env in envs.values():
+            print(f"  {env.describe()}")
     print(f"\n{len(rows)} entries from {len(manifest.files)} file(s): {args.manifest} is valid")
 
 
