@@ -119,7 +119,8 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
     done = final_pairs(config.out, config.run_id) if config.resume else set()
     items = pending_items(entries, done, config.modes, environments=list(config.environments))
     if config.schedule != "manifest":
-        history = entry_history(config.out, exclude=(config.run_id,))
+        history = entry_history(config.out, exclude=(config.run_id,),
+                                wanted={i.entry.name for i in items})
         items = order_items(items, history.seconds, config.schedule)
         logger.info("schedule", order=config.schedule, runs=list(history.runs),
                     known=sum(i.entry.name in history.seconds for i in items),
