@@ -8,8 +8,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.exportsweep-installed
 OUT    ?= results
 PYTEST_ARGS ?=
+# A second environment for the torch-version matrix (docs/matrix.md): torch 2.13.0 (a CPU
+# build pip takes from this machine's disk), the same Ray and this exportsweep, no torchvision
+# (PyPI's does not import beside that torch).
+VENV_OLD  := .venv-torch213
+STAMP_OLD := $(VENV_OLD)/.exportsweep-installed
 
-.PHONY: setup sweep test test-all test-props test-chaos browser lock clean
+.PHONY: setup env-torch213 sweep test test-all test-props test-chaos browser lock clean
 
 setup: $(STAMP)
 
@@ -17,6 +22,16 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+## The torch 2.13.0 environment the matrix tests compare with (created once, then reused).
+env-torch213: $(STAMP_OLD)
+
+$(STAMP_OLD): pyproject.toml constraints.txt
+	@test -x $(VENV_OLD)/bin/python || $(PYTHON) -m venv $(VENV_OLD)
+	grep -vE '^(torch|torchvision|triton|nvidia-[a-z0-9-]+)==' constraints.txt > $(VENV_OLD)/constraints.txt
+	$(VENV_OLD)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c $(VENV_OLD)/constraints.txt torch==2.13.0 -e '.[transformers]'
+	@touch $(STAMP_OLD)
 
 ## Run the smoke manifest (about 15 real models, both modes) and print where the results are.
 sweep: $(STAMP)
@@ -27,11 +42,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 ## The default test suite (slow tests skipped; see test-all).
-test: $(STAMP) browser
+test: $(STAMP) $(STAMP_OLD) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Every test, the slow ones included.
-test-all: $(STAMP) browser
+test-all: $(STAMP) $(STAMP_OLD) browser
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
 ## The property tests with the long hypothesis profile: 20x the examples, a fresh seed each run.
@@ -49,4 +64,4 @@ lock: $(STAMP)
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(VENV_OLD) $(OUT) .pytest_cache

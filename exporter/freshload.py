@@ -153,18 +153,95 @@ def serve() -> None:
     threads = _warm_up()
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)         # torch may print: keep stdout for the protocol only
-    for line in sys.stdin:
+    _serve(sys.stdin, protocol, threads, imported=None)
+
+
+def _serve(requests: Any, protocol: Any, threads: int, imported: tuple[str, ...] | None) -> None:
+    """Answer requests: fork a child per check.  The clean zygote (``imported`` None) hands a
+    check that needs libraries imported (the pytree owners of its program) to a sub-zygote
+    forked for exactly that set of libraries, which imports them once and forks the checks'
+    children itself: every check sees exactly its own libraries, never those an earlier check
+    imported (a library's import can register custom operators a program needs, which would
+    make the verdict depend on the order of the sweep)."""
+    subs: dict[tuple[str, ...], _SubZygote] = {}
+    for line in requests:
         message = json.loads(line)
-        if _forkable(message["request"]):
-            _import_libraries(message["request"].get("imports", ()))
+        request = message["request"]
+        imports = tuple(sorted(set(request.get("imports", ()))))
+        if imported is None and imports and _forkable(request):
+            sub = subs.get(imports)
+            if sub is None or not sub.alive():
+                sub = subs[imports] = _SubZygote.start(imports, threads, list(subs.values()))
+            if not sub.relay(line, protocol):
+                del subs[imports]
+            continue
+        if _forkable(request):
             pid = os.fork()
             if pid == 0:
-                _child(LoadRequest(**message["request"]), message["result"], threads)
+                _child(LoadRequest(**request), message["result"], threads)
         else:
             pid = _spawn(message, threads)
         protocol.write(json.dumps({"pid": pid}) + "\n")
         _, status = os.waitpid(pid, 0)
         protocol.write(json.dumps({"pid": pid, "status": status}) + "\n")
+
+
+@dataclass
+class _SubZygote:
+    """A fork of the clean zygote that imported one set of libraries (see :func:`_serve`)."""
+
+    pid: int
+    requests: Any          # the pipe we write requests to
+    answers: Any           # the pipe it answers on
+
+    @classmethod
+    def start(cls, imports: tuple[str, ...], threads: int,
+              others: list["_SubZygote"]) -> "_SubZygote":
+        requests_r, requests_w = os.pipe()     # zygote -> sub-zygote
+        answers_r, answers_w = os.pipe()       # sub-zygote -> zygote
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(requests_w)
+                os.close(answers_r)
+                for other in others:           # their pipes are not ours to hold open
+                    other.requests.close()
+                    other.answers.close()
+                sys.stdin.close()
+                _import_libraries(imports)
+                _serve(os.fdopen(requests_r), os.fdopen(answers_w, "w", buffering=1), threads,
+                       imported=imports)
+            except BaseException:  # noqa: BLE001 - the zygote reports a dead sub-zygote
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(requests_r)
+        os.close(answers_w)
+        return cls(pid, os.fdopen(requests_w, "w", buffering=1), os.fdopen(answers_r))
+
+    def alive(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
+    def relay(self, line: str, protocol: Any) -> bool:
+        """Pass one request on and its two answers back; False when the sub-zygote is gone
+        (then answered as a child that died, and the next request starts a new one)."""
+        try:
+            self.requests.write(line)
+            self.requests.flush()
+            for _ in range(2):
+                answer = self.answers.readline()
+                if not answer:
+                    raise BrokenPipeError("sub-zygote closed its pipe")
+                protocol.write(answer)
+            return True
+        except OSError:
+            protocol.write(json.dumps({"pid": 0}) + "\n")
+            protocol.write(json.dumps({"pid": 0, "status": 1 << 8}) + "\n")
+            return False
 
 
 def _forkable(request: dict[str, Any]) -> bool:

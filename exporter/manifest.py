@@ -24,16 +24,19 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from exporter import expectations, families
+from exporter import environments, expectations, families
+from exporter.environments import CURRENT, Environment
 from exporter.errors import ManifestError, ManifestErrors
 from exporter.spec import (DEVICES, DTYPES, INTEGER_DTYPES, MODES, DimSpec, Entry, Expectation,
                            TensorSpec, Tolerance, target_path)
 from exporter.text import has_control, quote, unknown_keys
 from exporter.yamlfile import YamlProblem, load_yaml
 
-TOP_KEYS = ("version", "defaults", "include", "entries", "families", "expectations")
+TOP_KEYS = ("version", "defaults", "include", "entries", "families", "expectations",
+            "environments")
 ENTRY_KEYS = ("name", "entrypoint", "kwargs", "inputs", "examples", "dynamic_shapes", "modes",
-              "device", "tolerance", "timeout_s", "tags", "expect", "train", "seed", "localize")
+              "device", "tolerance", "timeout_s", "tags", "expect", "train", "seed", "localize",
+              "environments")
 DEFAULTABLE_KEYS = tuple(k for k in ENTRY_KEYS if k not in ("name", "entrypoint"))
 FAMILY_COMMON_KEYS = ("source", "include", "exclude", "limit", "defaults", "overrides")
 SUPPORTED_VERSIONS = (1,)
@@ -72,6 +75,7 @@ class Manifest:
     expectations: str | None = None              # the expectations file it names
     # each entry's own expect (before the expectations file): what `expect update` compares to
     own_expect: dict[str, dict[str, Expectation]] = field(default_factory=dict)
+    environments: dict[str, Environment] = field(default_factory=dict)   # declared, by name
 
     def select(self, patterns: list[str] | None) -> tuple[Entry, ...]:
         if not patterns:
@@ -94,8 +98,10 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     entries: list[Entry] = []
     files: list[str] = []
     named: list[str] = []
-    _read_file(path, {}, [], entries, files, errors, named=named)
+    envs: dict[str, Environment] = {}
+    _read_file(path, {}, [], entries, files, errors, named=named, envs=envs)
     _check_unique(entries, errors)
+    _check_entry_environments(entries, envs, errors)
     own = {e.name: dict(e.expect) for e in entries}
     exp_path = named[0] if named else None
     if exp_path is not None and not errors:
@@ -105,7 +111,21 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     if errors:
         raise ManifestErrors(errors)
     return Manifest(path=path, entries=tuple(entries), files=tuple(files),
-                    expectations=exp_path, own_expect=own)
+                    expectations=exp_path, own_expect=own, environments=envs)
+
+
+def _check_entry_environments(entries: list[Entry], declared: dict[str, Environment],
+                              errors: list[ManifestError]) -> None:
+    """An entry restricted to some environments names declared ones (or ``current``)."""
+    known = [CURRENT, *declared]
+    for entry in entries:
+        for name in entry.environments or ():
+            if name not in known:
+                hint = difflib.get_close_matches(name, known, n=1)
+                errors.append(ManifestError(entry.source, f"no environment {quote(name)} is "
+                                            f"declared (declared: {', '.join(known)})" + (
+                                                f"; did you mean {hint[0]}?" if hint else ""),
+                                            entry=entry.name, field="environments"))
 
 
 def _apply_expectations(path: str, entries: list[Entry],
@@ -133,7 +153,8 @@ def _apply_expectations(path: str, entries: list[Entry],
 
 def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list[Entry],
                files: list[str], errors: list[ManifestError], root: str | None = None,
-               named: list[str] | None = None) -> None:
+               named: list[str] | None = None,
+               envs: dict[str, Environment] | None = None) -> None:
     scope = _Scope(path, errors)
     real = os.path.realpath(path)
     # Every file a sweep reads lies under the top manifest's folder: it is hashed into the
@@ -176,6 +197,12 @@ def _read_file(path: str, inherited: dict[str, Any], chain: list[str], out: list
             scope.error(f"{quote(target)} lies outside {root}", "expectations")
         elif named is not None:
             named.append(os.path.join(base, target))
+    if "environments" in doc:
+        if chain:
+            scope.error("only the top manifest declares environments", "environments")
+        elif envs is not None:
+            envs.update(environments.parse_declarations(
+                doc["environments"], base, path, lambda m, f: scope.error(m, f)))
     defaults = dict(inherited)
     own_defaults = doc.get("defaults") or {}
     if not isinstance(own_defaults, dict):
@@ -330,6 +357,11 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 63:
         scope.error(f"must be an integer in [0, 2**63), got {quote(seed)}", "seed")
+    envs = raw.get("environments")
+    if envs is not None and (not _is_list_of(envs, str) or not envs or any(
+            environments.name_problem(e) for e in envs)):
+        scope.error(f"must be a non-empty list of environment names, got {quote(envs)}",
+                    "environments")
     if len(scope.errors) > n_errors:
         return None
     return Entry(name=name, entrypoint=entrypoint or "", source=scope.file, base_dir=base,
@@ -337,7 +369,8 @@ def _build_entry(scope: _Scope, raw: dict[str, Any], base: str, family: str) -> 
                  dynamic_shapes=dynamic,
                  modes=modes, device=device, tolerance=tolerance, timeout_s=float(timeout),
                  tags=tuple(dict.fromkeys(tags)), expect=expect, train=train, seed=seed,
-                 localize=localize)
+                 localize=localize,
+                 environments=tuple(dict.fromkeys(envs)) if envs is not None else None)
 
 
 def _check_entrypoint(scope: _Scope, value: Any, base: str, field: str,

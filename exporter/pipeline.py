@@ -534,9 +534,10 @@ def stage_serialize(run: ModeRun) -> None:
     own_module = run.shared.entry.entrypoint.split(":")[0]
     imports = pytree_owner_modules(path, exclude=(own_module,) if not own_module.endswith(".py")
                                    else ())
-    _check_fresh(run, LoadRequest("export", path, _data_file(run), *_tol(run),
-                                  device=run.shared.device, imports=imports,
-                                  seed=run.shared.entry.seed))
+    request = LoadRequest("export", path, _data_file(run), *_tol(run), device=run.shared.device,
+                          imports=imports, seed=run.shared.entry.seed)
+    _check_fresh(run, request)
+    _hand_over(run, request)
 
 
 def stage_aoti(run: ModeRun) -> None:
@@ -545,8 +546,27 @@ def stage_aoti(run: ModeRun) -> None:
     path = os.path.join(run.shared.workdir, f"{run.record.mode}-aoti.pt2")
     _ensure_space(run.shared.workdir, _program_bytes(run.ep) + (64 << 20))
     torch._inductor.aoti_compile_and_package(copy.deepcopy(run.ep), package_path=path)
-    _check_fresh(run, LoadRequest("aoti", path, _data_file(run), *_tol(run),
-                                  device=run.shared.device, seed=run.shared.entry.seed))
+    request = LoadRequest("aoti", path, _data_file(run), *_tol(run), device=run.shared.device,
+                          seed=run.shared.entry.seed)
+    _check_fresh(run, request)
+    _hand_over(run, request)
+
+
+def _hand_over(run: ModeRun, request: LoadRequest) -> None:
+    """A program that reloaded fine here, with its inputs and eager outputs, copied where the
+    worker hands it to the other environments of the run (the cross-version stage)."""
+    target = run.shared.options.handoff_dir
+    if not target:
+        return
+    import json
+    import shutil
+    stem = os.path.join(target, f"{run.record.mode}.{request.kind}")
+    shutil.copyfile(request.artifact, stem + ".pt2")
+    shutil.copyfile(request.data, stem + ".io.pt")
+    with open(stem + ".json", "w") as f:
+        json.dump({"mode": run.record.mode, "kind": request.kind, "atol": request.atol,
+                   "rtol": request.rtol, "device": request.device,
+                   "imports": list(request.imports), "seed": request.seed}, f)
 
 
 MODE_STAGES: tuple[tuple[str, Callable[[ModeRun], None]], ...] = (

@@ -19,10 +19,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from exporter.environments import CURRENT
 from exporter.record import Record
 from exporter.taxonomy import STAGES
 
-SCHEMA_VERSION = 2   # 2: dynamic_*, localized_*, localize_*, reruns, flaky*
+SCHEMA_VERSION = 3   # 2: dynamic_*, localized_*, localize_*, reruns, flaky*; 3: env
 _TS = pa.timestamp("us", tz="UTC")
 _STR_LIST = pa.list_(pa.string())
 
@@ -34,6 +35,9 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("family", pa.string(), "manual | torchvision | timm | transformers"),
     ("tags", _STR_LIST, "entry tags from the manifest (family tags included)"),
     ("mode", pa.string(), "non-strict | strict, as written in manifests"),
+    ("env", pa.string(), "the environment the entry ran in ('current': the driver's own; "
+                         "others as the run declared them, see _run.json); null before "
+                         "schema version 3, read as 'current'"),
     ("device", pa.string(), "device the pipeline ran on: cpu | cuda"),
     ("requested_device", pa.string(), "device the manifest asked for: cpu | cuda | any; cuda "
                                       "with device cpu means no CUDA existed on the GPU worker"),
@@ -146,11 +150,22 @@ class RowContext:
     worker_id: str = "local"
     attempt: int = 1
     pool: str = "in-process"
+    env: str = CURRENT
     node_id: str | None = None
     hostname: str = field(default_factory=socket.gethostname)
     torch_version: str = ""
     python_version: str = field(default_factory=platform.python_version)
     exportsweep_version: str = ""
+
+
+def row_env(r: dict[str, Any]) -> str:
+    """A row's environment; rows from before environments existed ran in the driver's."""
+    return r.get("env") or CURRENT
+
+
+def pair_key(r: dict[str, Any]) -> tuple[str, str, str]:
+    """A row's identity within a run: (entry, mode, environment)."""
+    return r["entry"], r["mode"], row_env(r)
 
 
 def row(record: Record, ctx: RowContext, final: bool = True) -> dict[str, Any]:
@@ -159,6 +174,7 @@ def row(record: Record, ctx: RowContext, final: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "run_id": ctx.run_id, "entry": record.entry,
         "family": record.family, "tags": list(record.tags), "mode": record.mode,
+        "env": ctx.env,
         "device": record.device, "requested_device": record.requested_device,
         "status": record.status, "stage_reached": record.stage_reached,
         "stage_ordinal": record.stage_ordinal, "failed_stage": record.failed_stage,
@@ -209,6 +225,49 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
+# -- the cross-version table ------------------------------------------------------------------
+# One row per (entry, mode, program kind, saved-in environment, loaded-in environment): a
+# program that passed serialize (and aoti) where it was exported, loaded and run in a fresh
+# process of another environment of the run and compared with the exporting one's eager
+# outputs. Kept in the run's ``_crossload/`` folder, apart from the main table (another grain).
+CROSSLOAD_DIR = "_crossload"
+CROSSLOAD_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("schema_version", pa.int16(), "version of the main schema this table goes with"),
+    ("run_id", pa.string(), "the run"),
+    ("entry", pa.string(), "manifest entry name"),
+    ("family", pa.string(), "manual | torchvision | timm | transformers"),
+    ("mode", pa.string(), "export mode the program was made in"),
+    ("kind", pa.string(), "export (torch.export.save's .pt2) | aoti (AOTInductor package)"),
+    ("from_env", pa.string(), "environment the program was exported and saved in"),
+    ("to_env", pa.string(), "environment it was loaded and run in"),
+    ("from_torch", pa.string(), "torch version of from_env"),
+    ("to_torch", pa.string(), "torch version of to_env"),
+    ("direction", pa.string(), "forward (saved by the older torch, loaded by the newer), "
+                               "backward (the other way), same (equal torch versions)"),
+    ("status", pa.string(), "PASS | FAIL (the program's fault) | ERROR (the worker's)"),
+    ("category", pa.string(), "CROSS_VERSION_LOAD_ERROR | CROSS_VERSION_MISMATCH | an "
+                              "infrastructure category; null on PASS"),
+    ("load_category", pa.string(), "what the fresh process's own classification said "
+                                   "(DESERIALIZE_ERROR, ROUNDTRIP_MISMATCH, ...)"),
+    ("exception_type", pa.string(), "class of the exception, when one was raised"),
+    ("message", pa.string(), "bounded error message"),
+    ("signature", pa.string(), "12-hex hash of the category and the normalized cause"),
+    ("max_abs_err", pa.float64(), "worst |loaded - eager| over all outputs"),
+    ("load_s", pa.float64(), "seconds to load the program in the fresh process"),
+    ("run_s", pa.float64(), "seconds to run it"),
+    ("worker_id", pa.string(), "worker of to_env that ran the check"),
+    ("finished_at", _TS, "UTC time the check finished"),
+)
+CROSSLOAD_SCHEMA = pa.schema(
+    [pa.field(name, kind, metadata={"doc": doc}) for name, kind, doc in CROSSLOAD_COLUMNS],
+    metadata={"exportsweep.schema_version": str(SCHEMA_VERSION)})
+
+
+def crossload_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist([{"schema_version": SCHEMA_VERSION, **r} for r in rows],
+                                schema=CROSSLOAD_SCHEMA)
+
+
 def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
 
@@ -217,6 +276,9 @@ def markdown() -> str:
     lines = [f"Schema version {SCHEMA_VERSION}.", "", "| column | type | meaning |",
              "|---|---|---|"]
     lines += [f"| `{name}` | `{kind}` | {doc} |" for name, kind, doc in COLUMNS]
+    lines += ["", f"The cross-version table (`run_id=<id>/{CROSSLOAD_DIR}/*.parquet`):", "",
+              "| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | `{kind}` | {doc} |" for name, kind, doc in CROSSLOAD_COLUMNS]
     return "\n".join(lines)
 
 

@@ -95,9 +95,13 @@ class Entry:
     train: bool = False
     seed: int = 0
     localize: bool = False            # on an export failure, find the failing submodules
+    environments: tuple[str, ...] | None = None   # run only in these (None: in every one)
 
     def expectation(self, mode: str) -> Expectation | None:
         return self.expect.get(mode)
+
+    def runs_in(self, environment: str) -> bool:
+        return self.environments is None or environment in self.environments
 
 
 def target_path(target: str, base_dir: str) -> str | None:
@@ -124,6 +128,8 @@ class PipelineOptions:
     discover_dynamic: bool = False    # --dynamic discover: every entry as dynamic_shapes: discover
     localize: bool = False            # --localize: every entry as localize: true
     flaky_reruns: int = 0             # --flaky-reruns N: rerun each entry N times, fresh
+    handoff_dir: str | None = None    # copy each program that reloaded fine (and its inputs and
+                                      # eager outputs) here, for the cross-version stage
     share_between_modes: bool = True  # one decomposition for two identical programs, one
                                       # ep.module() per mode, one decomposition table per
                                       # process; False recomputes all (bench/pipeline_savings.py)

@@ -21,6 +21,9 @@ STAGES: tuple[str, ...] = (
     "build", "eager", "export", "verify", "numerics", "dynamic", "decompose", "serialize", "aoti",
 )
 STAGE_ORDINAL = {name: i + 1 for i, name in enumerate(STAGES)}
+# Not a stage of one (entry, mode): after serialize, a program saved in one environment is
+# loaded and run in each other environment of the run (its rows are a table of their own).
+CROSSLOAD = "crossload"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ class Category:
 # The infrastructure categories the orchestrator itself assigns (the model's categories come
 # from the rules below).
 TIMEOUT, WORKER_CRASH, OOM, INFRA_ERROR = "TIMEOUT", "WORKER_CRASH", "OOM", "INFRA_ERROR"
+# The cross-version stage's categories, and the fresh process's categories that mean "it
+# loads and runs, and disagrees" there (any other failure means another version cannot use it).
+CROSS_VERSION_LOAD_ERROR, CROSS_VERSION_MISMATCH = "CROSS_VERSION_LOAD_ERROR", "CROSS_VERSION_MISMATCH"
+RELOAD_MISMATCHES = frozenset({"ROUNDTRIP_MISMATCH", "AOTI_MISMATCH"})
 
 
 CATEGORIES: tuple[Category, ...] = (
@@ -82,6 +89,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category("AOTI_COMPILE_ERROR", "aoti", False,
              "AOTInductor compilation, packaging or loading raised"),
     Category("AOTI_MISMATCH", "aoti", False, "the AOTInductor module's outputs differ from eager"),
+    Category(CROSS_VERSION_LOAD_ERROR, CROSSLOAD, False,
+             "a program saved in one environment (another torch) raised loading or running "
+             "in another"),
+    Category(CROSS_VERSION_MISMATCH, CROSSLOAD, False,
+             "a program saved in one environment loads and runs in another, and its outputs "
+             "differ from eager"),
     Category(TIMEOUT, None, True, "the entry ran past its deadline"),
     Category(WORKER_CRASH, None, True, "the worker process died (segfault, abort, os._exit, kill)",
              retried=True),

@@ -47,6 +47,16 @@ def test_the_next_run_starts_the_slowest_entry_first(write_manifest, tmp_path):
     # the newest run that ran an entry gives its duration; a run can be left out
     assert entry_history(str(out)).runs == ("n3", "n2", "n1")
     assert entry_history(str(out), exclude=("n3",)).runs == ("n2", "n1")
+    # Runs of one entry each (a benchmark's, a repro's) must not hide the others' history:
+    # further back it looks, until every wanted entry is known.
+    for i in range(4):
+        run_sweep(manifest, SweepConfig(out=str(out), run_id=f"q{i}", only=("quick",)),
+                  out=devnull)
+    wanted = {"quick", "slow", "quick2"}
+    assert set(entry_history(str(out)).seconds) == {"quick"}          # the last 3: quick only
+    deep = entry_history(str(out), wanted=wanted)
+    assert deep.runs == ("q3", "q2", "q1", "q0", "n3") and set(deep.seconds) == wanted
+    assert entry_history(str(out), wanted=wanted, max_runs=4).runs == ("q3", "q2", "q1", "q0")
 
 
 def test_damaged_history_orders_nothing_and_stops_nothing(tmp_path):

@@ -424,3 +424,52 @@ def test_a_failed_decomposition_is_not_shared(fresh_loader, monkeypatch):
     assert [(r.category, r.failed_stage) for r in records] == \
         [("DECOMPOSITION_ERROR", "decompose")] * 2
     assert len(calls) == 2
+
+
+LEAKY = '''
+import torch
+
+@torch.library.custom_op("exportsweep_leak::double", mutates_args=())
+def double(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+@double.register_fake
+def _(x):
+    return torch.empty_like(x)
+'''
+
+
+def test_a_library_one_check_imports_is_not_in_the_next_checks_process(tmp_path, monkeypatch):
+    # Importing a library can register custom operators. The reload process imports the
+    # libraries that own a program's pytree types; had it imported them for good, a later
+    # program needing an operator that only an earlier check's library registers would load
+    # where a truly fresh process could not, and verdicts would depend on the sweep's order.
+    import json as _json
+
+    from exporter.freshload import FreshLoader, LoadRequest
+    (tmp_path / "leaky_ops.py").write_text(LEAKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    import leaky_ops  # noqa: F401 - registers exportsweep_leak::double here
+
+    class UsesOp(torch.nn.Module):
+        def forward(self, x):
+            return torch.ops.exportsweep_leak.double(x) + 1
+
+    x = torch.ones(2, 3)
+    program = tmp_path / "op.pt2"
+    torch.export.save(torch.export.export(UsesOp(), (x,)), str(program))
+    data = tmp_path / "io.pt"
+    torch.save({"inputs": [x], "expected": [x * 2 + 1]}, str(data))
+    with FreshLoader() as loader:
+        loader.start()
+
+        def check(imports: tuple[str, ...], name: str):
+            return loader.check(LoadRequest("export", str(program), str(data), 1e-4, 1e-4,
+                                            imports=imports), 120, str(tmp_path / name))
+
+        assert check(("leaky_ops",), "a.json").ok          # its library: it loads
+        after = check((), "b.json")                         # a check without it, afterwards
+        assert not after.ok and after.failure["category"] == "DESERIALIZE_ERROR", \
+            _json.dumps(after.failure)[:300]
+        assert check(("leaky_ops",), "c.json").ok           # the library's set, again

@@ -81,7 +81,7 @@ def test_routing_and_pull_dispatch(write_manifest):
     assert queue.take("gpu").entry.name == "any"
     assert queue.take("cpu") is None and len(queue) == 0
     queue = WorkQueue(WorkItem(e, e.modes) for e in m.entries)
-    assert [i.entry.name for i in queue.unrunnable({"cpu"})] == ["cuda"]
+    assert [i.entry.name for i in queue.unrunnable({("cpu", "current")})] == ["cuda"]
 
 
 def test_retry_and_recycle_policies():

@@ -18,11 +18,12 @@ import sys
 from exporter.errors import UsageError
 from exporter.expectations import as_yaml, observed, rewrite
 from exporter.manifest import Manifest, load_manifest
+from exporter.schema import row_env
 from exporter.spec import Expectation
 from exporter.status import PASS
 from orchestrator.results.runs import read_run, resolve_run
 
-COLUMNS = ("entry", "mode", "status", "category", "failed_stage")
+COLUMNS = ("entry", "mode", "env", "status", "category", "failed_stage")
 
 
 def cmd_expect(args: argparse.Namespace) -> None:
@@ -34,7 +35,12 @@ def cmd_expect(args: argparse.Namespace) -> None:
     run = read_run(args.source, run_id, columns=COLUMNS)
     for problem in run.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    changes = planned_changes(manifest, run.final_rows, args.only or [], args.family or [])
+    envs = sorted({row_env(r) for r in run.final_rows})
+    if run.final_rows and args.env_name not in envs:
+        raise UsageError(f"--env {args.env_name}: run {run_id} has no such environment (it has "
+                         f"{', '.join(envs)})")
+    rows = [r for r in run.final_rows if row_env(r) == args.env_name]
+    changes = planned_changes(manifest, rows, args.only or [], args.family or [])
     try:
         before = open(manifest.expectations, encoding="utf-8").read() \
             if os.path.exists(manifest.expectations) else ""

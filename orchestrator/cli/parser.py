@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from exporter import environments
 from exporter.spec import MODES
 from orchestrator.cli import expect, jobs, results, sweep
 from orchestrator.execute.scheduling import SCHEDULES
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--schedule", choices=SCHEDULES, default="longest-first",
                      help="queue order: longest expected first, from the durations of the "
                           "folder's recent runs (default), or the manifest's order")
+    run.add_argument("--env", action="append", default=[], type=_environment,
+                     metavar="NAME=PYTHON|NAME=RUNTIME_ENV.yaml",
+                     help="also run every entry in this environment: another virtualenv's "
+                          "Python, or a Ray runtime environment file (repeatable; replaces a "
+                          "manifest environment of that name; 'current' is the driver's own)")
     run.add_argument("--flush-interval", type=_non_negative_float, metavar="S",
                      help="publish result rows at most every S seconds (default: per entry on "
                           "a local disk, 10 on object stores, where each file costs a PUT)")
@@ -82,11 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", "-v", action="store_true", help="show debug logs on the console")
     run.set_defaults(func=sweep.cmd_run)
 
-    diff = sub.add_parser("diff", help="what changed between two runs, per entry and mode")
+    diff = sub.add_parser("diff", help="what changed between two runs, per entry and mode, or "
+                          "between two environments of one run (--env A --vs-env B)")
     diff.add_argument("dir", help="results folder or URI holding NEW_RUN (and BASE_RUN, unless "
                       "--base-dir)")
     diff.add_argument("base_run", help="a run id, or 'previous' (the run before the latest)")
-    diff.add_argument("new_run", help="a run id, or 'latest'")
+    diff.add_argument("new_run", nargs="?", help="a run id, or 'latest' (omitted with "
+                      "--vs-env: BASE_RUN is the one run whose environments are compared)")
+    diff.add_argument("--env", dest="env_name", metavar="A",
+                      help="compare only this environment's rows (with --vs-env: the base)")
+    diff.add_argument("--vs-env", metavar="B",
+                      help="compare environment A (--env) with B within one run")
     diff.add_argument("--base-dir", help="results folder holding BASE_RUN")
     diff.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     diff.add_argument("--all", action="store_true", help="also list unchanged pairs (table)")
@@ -174,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="update only entries whose name matches (repeatable)")
     update.add_argument("--family", action="append", metavar="FAMILY",
                         help="update only entries of this family (repeatable)")
+    update.add_argument("--env", dest="env_name", default="current", metavar="NAME",
+                        help="in a run with several environments, the one whose outcomes "
+                             "are expected (default: current, the driver's own)")
     update.add_argument("--dry-run", action="store_true",
                         help="print the change as a unified diff; write nothing")
     update.set_defaults(func=expect.cmd_expect)
@@ -217,6 +232,13 @@ def _pipeline_args(p: argparse.ArgumentParser, modes: bool = True) -> None:
                         "try each range's edges and random sizes inside it)")
     p.add_argument("--keep-artifacts", metavar="DIR",
                    help="keep the .pt2 files here, content-addressed by sha256")
+
+
+def _environment(text: str) -> Any:
+    try:
+        return environments.parse_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:

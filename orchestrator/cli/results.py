@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from typing import Any
 
 from exporter.errors import GateTripped, UsageError
+from exporter.schema import row_env
 from exporter.text import printable
 from orchestrator.results.compact import compact_run
 from orchestrator.results.layout import ALIASES
@@ -22,6 +24,11 @@ def cmd_diff(args: argparse.Namespace) -> None:
     unknown = [g for g in gates if g not in diff.GATES]
     if unknown:
         raise UsageError(f"--fail-on {unknown[0]!r}: choose from {', '.join(diff.GATES)}")
+    if args.vs_env is not None:
+        _diff_environments(args, gates)
+        return
+    if args.new_run is None:
+        raise UsageError("diff needs BASE_RUN and NEW_RUN (or one run with --env A --vs-env B)")
     base_dir = args.base_dir or args.dir
     # Aliases need every run's _run.json: read them once per folder.
     runs = list_runs(args.dir) if {args.new_run, args.base_run} & set(ALIASES) else None
@@ -36,9 +43,45 @@ def cmd_diff(args: argparse.Namespace) -> None:
     base_id = resolve_run(base_dir, args.base_run, base_runs)
     base, new = read_run(base_dir, base_id), read_run(args.dir, new_id)
     problems = _warn_problems(base) + _warn_problems(new)
-    changes = diff.compare_runs(base.final_rows, new.final_rows,
-                                diff.Thresholds(args.max_err, args.time_ratio,
-                                                mem_ratio=args.mem_ratio))
+    base_rows, new_rows = base.final_rows, new.final_rows
+    if args.env_name is not None:
+        base_rows = _rows_in(base_rows, args.env_name, base_id)
+        new_rows = _rows_in(new_rows, args.env_name, new_id)
+    changes = diff.compare_runs(base_rows, new_rows, _thresholds(args))
+    _show_and_gate(args, gates, changes, base_id, new_id, problems)
+
+
+def _diff_environments(args: argparse.Namespace, gates: list[str]) -> None:
+    """``diff DIR RUN --env A --vs-env B``: one run, environment A as the base."""
+    if args.env_name is None:
+        raise UsageError("--vs-env B goes with --env A: the environment compared against")
+    if args.new_run is not None or args.base_dir:
+        raise UsageError("--env A --vs-env B compares two environments of one run: give one "
+                         "run (no NEW_RUN, no --base-dir)")
+    run_id = resolve_run(args.dir, args.base_run)
+    run = read_run(args.dir, run_id)
+    problems = _warn_problems(run)
+    base = _rows_in(run.final_rows, args.env_name, run_id)
+    new = _rows_in(run.final_rows, args.vs_env, run_id)
+    changes = diff.compare_runs(base, new, _thresholds(args), across=(args.env_name, args.vs_env))
+    _show_and_gate(args, gates, changes, f"{run_id} [{args.env_name}]",
+                   f"{run_id} [{args.vs_env}]", problems)
+
+
+def _rows_in(rows: list[dict[str, Any]], env: str, run_id: str) -> list[dict[str, Any]]:
+    found = sorted({row_env(r) for r in rows})
+    if env not in found:
+        raise UsageError(f"run {run_id} has no environment {env!r} (it has "
+                         f"{', '.join(found) or 'no rows'})")
+    return [r for r in rows if row_env(r) == env]
+
+
+def _thresholds(args: argparse.Namespace) -> diff.Thresholds:
+    return diff.Thresholds(args.max_err, args.time_ratio, mem_ratio=args.mem_ratio)
+
+
+def _show_and_gate(args: argparse.Namespace, gates: list[str], changes: list[diff.Change],
+                   base_id: str, new_id: str, problems: list[str]) -> None:
     if args.format == "json":
         print(diff.to_json(changes, base_id, new_id, problems))
     elif args.format == "markdown":

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from exporter import environments
 from exporter.errors import GateTripped, UsageError
 from exporter.manifest import entry_table, load_manifest
 from exporter.spec import PipelineOptions
@@ -38,6 +39,13 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise UsageError("--resume RUN_ID already names the run: drop --run-id")
     if args.force and not args.resume:
         raise UsageError("--force goes with --resume: it resumes a run with another selection")
+    envs = environments.resolve(manifest.environments, args.env)
+    several = list(envs) != [environments.CURRENT] or not envs[environments.CURRENT].is_current
+    if args.in_process and several:
+        raise UsageError(f"--in-process runs in this interpreter only; the run has environments "
+                         f"{', '.join(e.describe() for e in envs.values())}: drop --in-process "
+                         f"(each environment gets its own Ray workers)")
+    facts = probe_environments(envs) if several else None
     run_id = args.resume or args.run_id or new_run_id()
     check_run_id(run_id, "--resume" if args.resume else "--run-id")
     if args.resume and not run_exists(args.out, run_id):
@@ -46,8 +54,10 @@ def cmd_run(args: argparse.Namespace) -> None:
                          only=tuple(args.only), modes=tuple(args.modes) if args.modes else None,
                          resume=bool(args.resume), flush_interval_s=args.flush_interval,
                          compact=args.compact, force=args.force, timeout_s=args.timeout,
-                         schedule=args.schedule)
+                         schedule=args.schedule, environments=envs)
     meta = open_run(manifest, config)          # claims the id before anything is written
+    if facts is not None:
+        meta.environments = {name: f.as_json() for name, f in facts.items()}
     logs.configure(log_path(args.out, run_id, "driver.jsonl"), verbose=args.verbose)
     ray_config = None if args.in_process else RayConfig(
         address=args.address, cpu_workers=args.cpu_workers, gpu_workers=args.gpu_workers,
@@ -58,6 +68,16 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_sweep(manifest, config, ray_config, meta=meta)
 
 
+def probe_environments(envs: dict[str, Any]) -> dict[str, Any]:
+    """Each local environment's versions, before anything runs (exit 2 for one that cannot
+    work); Ray runtime environments are probed by Ray once it is up."""
+    from importlib.metadata import version
+
+    from orchestrator.execute.environments import probe_all
+    local = {name: env for name, env in envs.items() if env.runtime_env is None}
+    return probe_all(local, version("ray"))
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
     manifest = load_manifest(args.manifest)
     rows = entry_table(manifest.entries)
@@ -66,6 +86,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for r in rows:
         print("  ".join(_fit(r[c], widths[c]) for c in columns).rstrip())
+    envs = environments.resolve(manifest.environments, [])
+    if len(envs) > 1:
+        print("\nenvironments (each entry runs in every one it allows):")
+        for env in envs.values():
+            print(f"  {env.describe()}")
     print(f"\n{len(rows)} entries from {len(manifest.files)} file(s): {args.manifest} is valid")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from exporter.environments import CURRENT, Environment
 from exporter.spec import PipelineOptions
 from orchestrator.execute.scheduling import RecyclePolicy, RetryPolicy
 
@@ -25,6 +26,10 @@ class SweepConfig:
     force: bool = False                      # resume even with another selection (recorded)
     timeout_s: float | None = None           # --timeout: overrides every entry's (a selection)
     schedule: str = "longest-first"          # queue order (scheduling.SCHEDULES)
+    # Every entry runs in each of these (unless it names some): the driver's own, `current`,
+    # and what the manifest and --env declared.
+    environments: dict[str, Environment] = field(
+        default_factory=lambda: {CURRENT: Environment(CURRENT, source="driver")})
     command_line: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
 
 

@@ -7,6 +7,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any, TextIO
 
+from exporter.schema import row_env
 from exporter.status import ATTENTION, FAILED, PASSING, STATUSES
 from exporter.text import printable
 
@@ -80,11 +81,14 @@ def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
     counts = count_statuses(rows)
     w(f"\n{len(rows)} rows in {wall_s:.1f}s: " +
       ", ".join(f"{n} {s}" for s, n in counts.items()) + "\n")
+    several = len({row_env(r) for r in rows}) > 1
     by_group: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in rows:
-        by_group[(r["family"] or "", r["mode"])].append(r["status"])
+        mode = f"{r['mode']}@{row_env(r)}" if several else r["mode"]
+        by_group[(r["family"] or "", mode)].append(r["status"])
     if by_group:
-        w("\npass rate by family and mode (PASS+XFAIL / all)\n")
+        w("\npass rate by family and mode" + (" @ environment" if several else "") +
+          " (PASS+XFAIL / all)\n")
         for (family, mode), statuses in sorted(by_group.items()):
             ok = sum(s in PASSING for s in statuses)
             w(f"  {printable(family):<14} {printable(mode):<11} {ok:>4}/{len(statuses):<4} {100 * ok / len(statuses):5.1f}%\n")
@@ -105,7 +109,8 @@ def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
         w("\nneeds attention\n")
         for r in unexpected[:15]:
             lines = (r["message"] or r["expected"] or "").splitlines()
-            w(f"  {printable(r['status']):<6} {printable(r['entry'])} [{printable(r['mode'])}] "
+            where = f"{r['mode']}@{row_env(r)}" if several else r["mode"]
+            w(f"  {printable(r['status']):<6} {printable(r['entry'])} [{printable(where)}] "
               f"{printable(r['category'] or '')}: {printable(lines[0], 90) if lines else ''}\n")
             if r["status"] in FAILED:
                 w(f"         repro: {printable(r['repro'])}\n")

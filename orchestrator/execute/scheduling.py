@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Any, Iterable
 
+from exporter.environments import CURRENT
 from exporter.spec import Entry
 from exporter.taxonomy import CATEGORY_BY_NAME
 
@@ -20,15 +21,22 @@ POOLS = ("cpu", "gpu")
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One entry (with the modes still to run) at one attempt."""
+    """One entry (with the modes still to run) in one environment, at one attempt."""
 
     entry: Entry
     modes: tuple[str, ...]
     attempt: int = 1
     solo: bool = False      # never batched: it was in a batch that failed as a whole
+    env: str = CURRENT
+    crossload: Any = None   # execute.crossload.CrossLoad: load another environment's programs
 
     def retry(self) -> "WorkItem":
         return replace(self, attempt=self.attempt + 1)
+
+    @property
+    def device(self) -> str:
+        """The device its worker needs: the entry's, or that of the programs it loads."""
+        return self.crossload.device if self.crossload is not None else self.entry.device
 
 
 def can_run(pool: str, device: str) -> bool:
@@ -46,21 +54,21 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def take(self, pool: str) -> WorkItem | None:
+    def take(self, pool: str, env: str = CURRENT) -> WorkItem | None:
         for i, item in enumerate(self._items):
-            if can_run(pool, item.entry.device):
+            if item.env == env and can_run(pool, item.device):
                 del self._items[i]
                 return item
         return None
 
-    def take_batch(self, pool: str, size: int) -> list[WorkItem]:
-        """Up to ``size`` items this pool can run, in order; an item marked ``solo`` only
-        alone (it was in a batch that failed as a whole)."""
+    def take_batch(self, pool: str, size: int, env: str = CURRENT) -> list[WorkItem]:
+        """Up to ``size`` items this pool of this environment can run, in order; an item
+        marked ``solo`` only alone (it was in a batch that failed as a whole)."""
         batch: list[WorkItem] = []
         i = 0
         while i < len(self._items) and len(batch) < size:
             item = self._items[i]
-            if not can_run(pool, item.entry.device) or (item.solo and batch):
+            if item.env != env or not can_run(pool, item.device) or (item.solo and batch):
                 i += 1
                 continue
             del self._items[i]          # near the front: cheap on a deque
@@ -72,10 +80,24 @@ class WorkQueue:
     def put(self, item: WorkItem) -> None:
         self._items.append(item)
 
-    def unrunnable(self, pools: Iterable[str]) -> list[WorkItem]:
-        """Remove and return the items no existing pool can ever run (e.g. cuda, no GPUs)."""
+    def put_front(self, item: WorkItem) -> None:
+        """Ahead of everything (cross-version checks: their programs wait in memory)."""
+        self._items.appendleft(item)
+
+    def waiting(self, pool: str) -> dict[str, int]:
+        """Per environment, how many queued items a worker of this kind could run."""
+        counts: dict[str, int] = {}
+        for item in self._items:
+            if can_run(pool, item.device):
+                counts[item.env] = counts.get(item.env, 0) + 1
+        return counts
+
+    def unrunnable(self, pools: Iterable[tuple[str, str]]) -> list[WorkItem]:
+        """Remove and return the items no existing (pool, environment) can ever run (e.g.
+        cuda, no GPUs)."""
         pools = set(pools)
-        stuck = [i for i in self._items if not any(can_run(p, i.entry.device) for p in pools)]
+        stuck = [i for i in self._items
+                 if not any(env == i.env and can_run(p, i.device) for p, env in pools)]
         for item in stuck:
             self._items.remove(item)
         return stuck
@@ -145,15 +167,21 @@ def memory_ceiling_mb(nodes: Iterable[tuple[float, float]], cpus_per_worker: flo
     return round(min(ceilings)) if ceilings else None
 
 
-def pending_items(entries: Iterable[Entry], done: set[tuple[str, str]],
-                  modes: tuple[str, ...] | None = None) -> list[WorkItem]:
-    """Work for a (resumed) run: every (entry, mode) without a final row yet."""
+def pending_items(entries: Iterable[Entry], done: set[tuple[str, str, str]],
+                  modes: tuple[str, ...] | None = None,
+                  environments: Iterable[str] = (CURRENT,)) -> list[WorkItem]:
+    """Work for a (resumed) run: every (entry, mode, environment) without a final row yet;
+    an entry restricted to some environments runs only there."""
     items = []
+    envs = tuple(environments)
     for entry in entries:
-        wanted = tuple(m for m in entry.modes if (modes is None or m in modes)
-                       and (entry.name, m) not in done)
-        if wanted:
-            items.append(WorkItem(entry, wanted))
+        for env in envs:
+            if not entry.runs_in(env):
+                continue
+            wanted = tuple(m for m in entry.modes if (modes is None or m in modes)
+                           and (entry.name, m, env) not in done)
+            if wanted:
+                items.append(WorkItem(entry, wanted, env=env))
     return items
 
 
@@ -194,6 +222,28 @@ def _median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def share_out(workers: int, waiting: dict[str, int], envs: list[str]) -> list[str]:
+    """Which environment each of ``workers`` workers of one kind starts in: in proportion to
+    each environment's queued work (largest remainders), every environment with work getting
+    one first while there are workers enough; round robin over ``envs`` when nothing waits."""
+    with_work = [e for e in envs if waiting.get(e)]
+    if not with_work:
+        return [envs[i % len(envs)] for i in range(workers)] if envs else []
+    if workers <= len(with_work):
+        return with_work[:workers]
+    total = sum(waiting[e] for e in with_work)
+    exact = {e: workers * waiting[e] / total for e in with_work}
+    counts = {e: max(1, int(exact[e])) for e in with_work}
+    while sum(counts.values()) > workers:          # the floor of one took some: give back
+        e = max((e for e in with_work if counts[e] > 1), key=lambda e: counts[e] - exact[e])
+        counts[e] -= 1
+    for e in sorted(with_work, key=lambda e: exact[e] - counts[e], reverse=True):
+        if sum(counts.values()) == workers:
+            break
+        counts[e] += 1
+    return with_work + [e for e in with_work for _ in range(counts[e] - 1)]
 
 
 def size_pools(resources: dict[str, float], cpu_workers: int | None, gpu_workers: int | None,

@@ -23,6 +23,7 @@ from typing import Any, Callable, TextIO
 import structlog
 
 import exporter
+from exporter.environments import CURRENT
 from exporter.errors import UsageError
 from exporter.freshload import FreshLoader
 from exporter.manifest import Manifest
@@ -89,7 +90,10 @@ def selection_of(manifest: Manifest, config: SweepConfig) -> dict[str, Any]:
                          # only when set, so runs from before the option still resume
                          **({"dynamic": "discover"} if config.pipeline.discover_dynamic
                             else {})},
-            "timeout_s": config.timeout_s}
+            "timeout_s": config.timeout_s,
+            # only when declared, so single-environment runs from before still resume
+            **({"environments": sorted(config.environments)}
+               if list(config.environments) != [CURRENT] else {})}
 
 
 def _show(value: Any) -> str:
@@ -113,9 +117,10 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
         logs.configure(sink.log_path("driver.jsonl"))
     logger = structlog.get_logger("exportsweep.sweep").bind(run=config.run_id, worker="driver")
     done = final_pairs(config.out, config.run_id) if config.resume else set()
-    items = pending_items(entries, done, config.modes)
+    items = pending_items(entries, done, config.modes, environments=list(config.environments))
     if config.schedule != "manifest":
-        history = entry_history(config.out, exclude=(config.run_id,))
+        history = entry_history(config.out, exclude=(config.run_id,),
+                                wanted={i.entry.name for i in items})
         items = order_items(items, history.seconds, config.schedule)
         logger.info("schedule", order=config.schedule, runs=list(history.runs),
                     known=sum(i.entry.name in history.seconds for i in items),
@@ -139,6 +144,9 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
             from orchestrator.execute.ray.cluster import run_on_ray
             meta.cluster = attempt["cluster"] = run_on_ray(items, manifest, config, ray_config,
                                                            sink, progress.rows_done)
+            probed = meta.cluster.pop("environments", None)
+            if probed:
+                meta.environments = {**(meta.environments or {}), **probed}
     finally:
         sink.flush()          # rows gathered for an object store: never lost on the way out
     progress.close()

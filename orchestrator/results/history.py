@@ -14,7 +14,8 @@ from typing import Any
 
 from orchestrator.results.runs import list_runs, read_run
 
-RECENT_RUNS = 3
+RECENT_RUNS = 3       # runs read at least (newest first) when every entry is known sooner
+MAX_RUNS = 50         # and at most, looking further back for entries not yet seen
 
 
 @dataclass(frozen=True)
@@ -24,17 +25,25 @@ class History:
     problems: tuple[str, ...] = ()
 
 
-def entry_history(out: str, exclude: tuple[str, ...] = (), recent: int = RECENT_RUNS) -> History:
-    """Each entry's wall time (first start to last finish over its modes) in the most recent
-    of the last ``recent`` runs of ``out`` that ran it; ``exclude``: runs not to read (the
-    run being resumed counts: its finished entries are not scheduled again anyway)."""
+def entry_history(out: str, exclude: tuple[str, ...] = (), recent: int = RECENT_RUNS,
+                  wanted: set[str] | None = None, max_runs: int = MAX_RUNS) -> History:
+    """Each entry's wall time (first start to last finish over its modes, in any
+    environment) in the most recent run of ``out`` that ran it. Reads the last ``recent``
+    runs, then further back while some ``wanted`` entry is still unknown (a folder holding
+    one-entry runs, say), at most ``max_runs``; ``exclude``: runs not to read (the run being
+    resumed: its finished entries are not scheduled again anyway)."""
     problems: list[str] = []
     try:
-        runs = [r.run_id for r in list_runs(out) if r.run_id not in exclude][-recent:]
+        runs = [r.run_id for r in list_runs(out) if r.run_id not in exclude]
     except OSError as exc:        # history is advisory: an unreadable folder orders nothing
         return History(problems=(f"{out}: runs cannot be listed ({exc})",))
     seconds: dict[str, float] = {}
+    read: list[str] = []
     for run_id in reversed(runs):                 # newest first: the first duration wins
+        if len(read) >= max_runs or len(read) >= recent and (
+                wanted is None or wanted <= seconds.keys()):
+            break
+        read.append(run_id)
         try:
             data = read_run(out, run_id, columns=("started_at",))
         except Exception as exc:  # noqa: BLE001 - a damaged old run must not stop a sweep
@@ -42,7 +51,7 @@ def entry_history(out: str, exclude: tuple[str, ...] = (), recent: int = RECENT_
             continue
         for entry, took in _durations(data.final_rows).items():
             seconds.setdefault(entry, took)
-    return History(seconds, tuple(reversed(runs)), tuple(problems))
+    return History(seconds, tuple(read), tuple(problems))
 
 
 def _durations(rows: list[dict[str, Any]]) -> dict[str, float]:

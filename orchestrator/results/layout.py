@@ -141,6 +141,9 @@ class RunMeta:
     compacted: dict[str, int] | None = None
     selection: dict[str, Any] = field(default_factory=dict)   # what decides the run's pairs
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per execution
+    # name -> what it is and holds (declaration, Python, torch and package versions); set for
+    # runs with more than the driver's own environment
+    environments: dict[str, Any] | None = None
     meta_version: int = RUN_META_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -188,6 +191,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "wall_s": ((int, float), "a number"), "counts": ((dict,), "a mapping"), "rows": _INT,
     "parts": ((dict,), "a mapping"), "clusters": _INT, "compacted": ((dict,), "a mapping"),
     "selection": ((dict,), "a mapping"), "history": ((list,), "a list"), "meta_version": _INT,
+    "environments": ((dict,), "a mapping"),
 }
 
 

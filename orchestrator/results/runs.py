@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from exporter.errors import UsageError
-from exporter.schema import SCHEMA
+from exporter.schema import SCHEMA, pair_key
 from exporter.status import STATUSES
 from exporter.text import quote
 from orchestrator.results import storage
@@ -241,7 +241,7 @@ def _replaced_names(raw: bytes | None) -> list[str]:
 
 
 # What picking the final rows needs, whatever else a reader asks for.
-FINAL_KEYS = ("entry", "mode", "status", "attempt", "final", "finished_at")
+FINAL_KEYS = ("entry", "mode", "env", "status", "attempt", "final", "finished_at")
 
 
 def read_run(out: str, run_id: str, meta: RunMeta | None = None,
@@ -279,18 +279,19 @@ def read_final_rows(out: str, run_id: str) -> list[dict[str, Any]]:
     return read_run(out, run_id).final_rows
 
 
-def final_pairs(out: str, run_id: str) -> set[tuple[str, str]]:
-    return {(r["entry"], r["mode"]) for r in read_final_rows(out, run_id)}
+def final_pairs(out: str, run_id: str) -> set[tuple[str, str, str]]:
+    return {pair_key(r) for r in read_final_rows(out, run_id)}
 
 
 def final_rows_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (entry, mode): among rows marked final, the last attempt wins."""
+    """One row per (entry, mode, environment): among rows marked final, the last attempt
+    wins."""
     def order(r: dict[str, Any]) -> tuple[int, float]:
         return r["attempt"] or 0, r["finished_at"].timestamp() if r["finished_at"] else 0.0
 
-    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    chosen: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in sorted((r for r in rows if r.get("final")), key=order):
-        chosen[(r["entry"], r["mode"])] = r
+        chosen[pair_key(r)] = r
     return list(chosen.values())
 
 

@@ -18,8 +18,9 @@ import os
 import posixpath
 import tempfile
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from exporter.errors import OrchestratorError
@@ -36,11 +37,17 @@ class ResultSink:
     """Appends rows of one run; each flush publishes one atomic Parquet file (per write on a
     local disk, every ``flush_interval_s`` on an object store)."""
 
-    def __init__(self, out: str, run_id: str, flush_interval_s: float | None = None) -> None:
+    def __init__(self, out: str, run_id: str, flush_interval_s: float | None = None,
+                 table: Callable[[list[dict[str, Any]]], pa.Table] = to_table,
+                 subdir: str | None = None) -> None:
         self.out, self.run_id = out, run_id
         self.loc: Location = storage.location(out)
         self.dir = run_dir(out, run_id)
         self.path = self.loc.path(run_dir_name(run_id))
+        if subdir:                          # another table of the run (schema.CROSSLOAD_DIR)
+            self.dir = posixpath.join(self.dir, subdir)
+            self.path = posixpath.join(self.path, subdir)
+        self._table = table
         if self.loc.local:
             os.makedirs(self.path, exist_ok=True)
         self.flush_interval_s = (flush_interval_s if flush_interval_s is not None
@@ -70,7 +77,7 @@ class ResultSink:
         rows, self._pending = self._pending, []
         name = part_name(self.files_written)
         with self._writing(f"{len(rows)} row(s)"):
-            storage.publish_table(self.loc, posixpath.join(self.path, name), to_table(rows))
+            storage.publish_table(self.loc, posixpath.join(self.path, name), self._table(rows))
         self.files_written += 1
         self.rows_written += len(rows)
         return name

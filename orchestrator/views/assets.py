@@ -92,6 +92,8 @@ svg g.bar:hover .seg, svg g.pt:hover .col {{ opacity: .8; }}
 .k4 {{ fill: #7b62c9; }} .k5 {{ fill: #d08a3c; }} .k6 {{ fill: #c65a86; }} .k7 {{ fill: #5aa15b; }}
 .k8 {{ fill: #a0524a; }}
 {"".join(f".s-{s} {{ fill: var(--{s}); }} " for s in STATUSES)}
+td.mx-diff {{ background: color-mix(in srgb, var(--FAIL) 18%, transparent); }}
+.mx-counts {{ margin: 0 0 8px; padding-left: 18px; }}
 .st {{ display: inline-block; white-space: nowrap; font-size: 11px; font-weight: 600; padding: 0 6px; border-radius: 4px;
   background: var(--SKIP); letter-spacing: .03em; }}
 {"".join(f".st.s-{s} {{ background: var(--{s}); color: var(--on{s}); }} " for s in STATUSES)}

@@ -1,4 +1,5 @@
-"""What changed between two runs, per (entry, mode), and whether a nightly job should fail.
+"""What changed between two runs, per (entry, mode, environment), or between two environments
+of one run, and whether a nightly job should fail.
 
 Compares the final rows of a base run and a new run: outcome changes (a model
 that newly fails, is fixed, fails earlier or later in the pipeline, or for
@@ -14,6 +15,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from exporter.environments import CURRENT
+from exporter.schema import row_env
 from exporter.status import EXPORTED, SKIPPED, XPASS
 from exporter.text import printable
 
@@ -49,24 +52,31 @@ class Change:
     drift: list[str] = field(default_factory=list)
     update_expectation: bool = False       # XPASS: the manifest's expect is stale
     repro: str | None = None
+    env: str = CURRENT                     # the environment, or "A -> B" across two
 
 
 def compare_runs(base: Iterable[dict[str, Any]], new: Iterable[dict[str, Any]],
-                 thresholds: Thresholds = Thresholds()) -> list[Change]:
-    base_by = {(r["entry"], r["mode"]): r for r in base}
-    new_by = {(r["entry"], r["mode"]): r for r in new}
+                 thresholds: Thresholds = Thresholds(),
+                 across: tuple[str, str] | None = None) -> list[Change]:
+    """Changes per (entry, mode, environment). ``across=(A, B)``: ``base`` holds environment
+    A's rows and ``new`` environment B's (of one run, say): pairs match by (entry, mode)."""
+    def key(r: dict[str, Any]) -> tuple[str, str, str]:
+        return r["entry"], r["mode"], f"{across[0]} -> {across[1]}" if across else row_env(r)
+
+    base_by = {key(r): r for r in base}
+    new_by = {key(r): r for r in new}
     out = []
-    for key in sorted(set(base_by) | set(new_by)):
-        out.append(_compare(base_by.get(key), new_by.get(key), key, thresholds))
-    return sorted(out, key=lambda c: (CHANGES.index(c.change), c.entry, c.mode))
+    for k in sorted(set(base_by) | set(new_by)):
+        out.append(_compare(base_by.get(k), new_by.get(k), k, thresholds))
+    return sorted(out, key=lambda c: (CHANGES.index(c.change), c.entry, c.mode, c.env))
 
 
-def _compare(b: dict[str, Any] | None, n: dict[str, Any] | None, key: tuple[str, str],
+def _compare(b: dict[str, Any] | None, n: dict[str, Any] | None, key: tuple[str, str, str],
              t: Thresholds) -> Change:
-    entry, mode = key
+    entry, mode, env = key
     change = Change(entry, mode, "UNCHANGED", b and b["status"], n and n["status"],
                     b and b["category"], n and n["category"], b and b["failed_stage"],
-                    n and n["failed_stage"], repro=(n or b or {}).get("repro"))
+                    n and n["failed_stage"], repro=(n or b or {}).get("repro"), env=env)
     if b is None:
         change.change = "NEW_ENTRY"
     elif n is None:
@@ -148,10 +158,13 @@ def to_table(changes: list[Change], base: str, new: str, show_unchanged: bool = 
     lines = [f"diff {base} -> {new}: " + ", ".join(f"{n} {k}" for k, n in counts(changes).items())]
     shown = [c for c in changes if show_unchanged or c.change != "UNCHANGED" or c.drift
              or c.update_expectation]
+    envs = _show_envs(changes)
     if shown:
-        lines.append(f"{'CHANGE':<18} {'ENTRY':<44} {'MODE':<10} {'BASE':<28} NEW")
+        lines.append(f"{'CHANGE':<18} {'ENTRY':<44} {'MODE':<10} "
+                     + (f"{'ENV':<16} " if envs else "") + f"{'BASE':<28} NEW")
     for c in shown:
         lines.append(f"{c.change:<18} {printable(c.entry, 44):<44} {printable(c.mode):<10} "
+                     + (f"{printable(c.env, 16):<16} " if envs else "") +
                      f"{_outcome(c.base_status, c.base_category, c.base_stage):<28} "
                      f"{_outcome(c.new_status, c.new_category, c.new_stage)}")
         for d in c.drift:
@@ -167,15 +180,22 @@ def to_markdown(changes: list[Change], base: str, new: str, problems: list[str] 
              ""]
     lines += [f"> ⚠️ {p}" for p in problems] + ([""] if problems else [])
     shown = [c for c in changes if c.change != "UNCHANGED" or c.drift or c.update_expectation]
+    envs = _show_envs(changes)
     if shown:
-        lines += ["| change | entry | mode | base | new | notes |", "|---|---|---|---|---|---|"]
+        lines += ["| change | entry | mode | " + ("env | " if envs else "") + "base | new | "
+                  "notes |", "|---|---|---|" + ("---|" if envs else "") + "---|---|---|"]
         for c in shown:
             notes = "; ".join(c.drift + (["XPASS: update the expectation"]
                                          if c.update_expectation else []))
             lines.append(f"| {c.change} | `{printable(c.entry)}` | {printable(c.mode)} | "
+                         + (f"{printable(c.env)} | " if envs else "") +
                          f"{_outcome(c.base_status, c.base_category, c.base_stage)} | "
                          f"{_outcome(c.new_status, c.new_category, c.new_stage)} | {notes} |")
     return "\n".join(lines) + "\n"
+
+
+def _show_envs(changes: list[Change]) -> bool:
+    return any(c.env != CURRENT for c in changes)
 
 
 def _outcome(status: str | None, category: str | None, stage: str | None) -> str:

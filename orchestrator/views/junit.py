@@ -1,6 +1,7 @@
 """A run as JUnit XML, the format every CI system renders: one <testcase> per (entry, mode).
 
-classname is ``exportsweep.<family>``, name ``<entry>[<mode>]``. FAIL is a <failure>,
+classname is ``exportsweep.<family>``, name ``<entry>[<mode>]``, or ``<entry>[<mode>@<env>]``
+in a run with several environments (an ``env`` property too). FAIL is a <failure>,
 ERROR (infrastructure) an <error>, SKIP and XFAIL a <skipped> (as pytest reports xfail),
 XPASS a <failure> asking to update the expectation. The category is the failure's type;
 stage, signature, error code, user frame, repro and stage timings are <properties>.
@@ -11,13 +12,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from exporter.environments import CURRENT
+from exporter.schema import row_env
 from exporter.status import STATUS_BY_NAME
 from exporter.taxonomy import STAGES
 from exporter.text import xml_safe
 
 _PROPERTIES = ("status", "stage_reached", "failed_stage", "category", "signature", "error_code",
                "exception_type", "user_frame", "repro", "expected", "device", "worker_id",
-               "attempt")
+               "attempt", "env", "torch_version")
 
 
 def to_junit(rows: list[dict[str, Any]], run_id: str) -> ET.ElementTree:
@@ -31,12 +34,14 @@ def to_junit(rows: list[dict[str, Any]], run_id: str) -> ET.ElementTree:
         if values:
             ET.SubElement(props, "property", name=key, value=",".join(values))
     ET.SubElement(props, "property", name="run_id", value=run_id)
-    for r in sorted(rows, key=lambda r: (r["family"] or "", r["entry"], r["mode"])):
+    several = {row_env(r) for r in rows} != {CURRENT}
+    for r in sorted(rows, key=lambda r: (r["family"] or "", r["entry"], r["mode"], row_env(r))):
         counts["tests"] += 1
         seconds = float(r.get("total_s") or 0.0)
         total += seconds
+        where = f"{r['mode']}@{row_env(r)}" if several else r["mode"]
         case = ET.SubElement(suite, "testcase", classname=f"exportsweep.{r['family']}",
-                             name=f"{r['entry']}[{r['mode']}]", time=f"{seconds:.3f}")
+                             name=f"{r['entry']}[{where}]", time=f"{seconds:.3f}")
         case_props = ET.SubElement(case, "properties")
         for key in _PROPERTIES:
             if r.get(key) is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
+from exporter.schema import row_env
 from exporter.status import FAILED, PASS, PASSING, SEVERITY, STATUSES, XPASS
 from exporter.taxonomy import CATEGORY_BY_NAME, CATEGORY_NAMES, STAGE_ORDINAL, STAGES
 from orchestrator.results.clusters import cluster_rows
@@ -31,6 +32,7 @@ from orchestrator.results.runs import RunData, RunInfo, list_runs, previous_run,
 from orchestrator.results.storage import write_output
 from orchestrator.views import diff as diffmod
 from orchestrator.views import dynamism as dynamism_view
+from orchestrator.views import matrix as matrix_view
 from orchestrator.views.assets import CSS, JS, PAGE_SIZE
 from orchestrator.views.charts import Bar, Point, Segment, attrs, esc, hbar_chart, run_chart
 CHANGE_NOTES = {
@@ -180,6 +182,7 @@ def build_report(run: RunData, history: Sequence[RunSummary] = (),
         _changes(changes, baseline, run.run_id),
         _trend(history, run),
         '<div class="grid2">', _funnel(rows), _taxonomy(rows), "</div>",
+        matrix_view.section(rows),
         _clusters(rows),
         _flaky(rows),
         dynamism_view.section(rows),
@@ -193,9 +196,11 @@ def build_report(run: RunData, history: Sequence[RunSummary] = (),
     ]
     nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("headline", "summary"), ("changes", "changes"), ("trend", "trend"), ("funnel", "funnel"),
-        ("taxonomy", "taxonomy"), ("clusters", "clusters"), ("dynamism", "dynamism"),
+        ("taxonomy", "taxonomy"), ("matrix", "environments"), ("clusters", "clusters"),
+        ("dynamism", "dynamism"),
         ("by-family", "pass rates"),
-        ("slowest", "slowest"), ("memory", "memory"), ("entries", "all entries")))
+        ("slowest", "slowest"), ("memory", "memory"), ("entries", "all entries"))
+        if i != "matrix" or 'id="matrix"' in " ".join(sections))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta name="generator" content="exportsweep report">'
@@ -520,7 +525,9 @@ def _memory(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _entries(rows: Sequence[dict[str, Any]]) -> str:
-    ordered = sorted(rows, key=lambda r: (SEVERITY.get(r["status"], 9), r["entry"], r["mode"]))
+    ordered = sorted(rows, key=lambda r: (SEVERITY.get(r["status"], 9), r["entry"], r["mode"],
+                                          row_env(r)))
+    several = len({row_env(r) for r in rows}) > 1
     body = []
     for i, r in enumerate(ordered):
         stage = r.get("failed_stage") or r.get("stage_reached") or ""
@@ -529,6 +536,7 @@ def _entries(rows: Sequence[dict[str, Any]]) -> str:
             message = message or (f"expected {r.get('expected') or 'a failure'}: update the "
                                   f"expectation")
         data = {"entry": r["entry"], "mode": r["mode"], "family": r.get("family"),
+                "env": row_env(r) if several else None,
                 "status": r["status"], "stage": stage, "category": r.get("category") or "",
                 "wall_s": "" if r.get("total_s") is None else f"{r['total_s']:.3f}",
                 "peak_mb": "" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.1f}"}
@@ -540,7 +548,8 @@ def _entries(rows: Sequence[dict[str, Any]]) -> str:
             if message or repro else "<td></td>"
         body.append(
             f'<tr{attrs(data)}{" hidden" if i >= PAGE_SIZE else ""}><td>{esc(r["entry"])}</td>'
-            f'<td>{esc(r["mode"])}</td><td>{esc(r.get("family") or "")}</td>'
+            f'<td>{esc(r["mode"])}{esc(f" @{row_env(r)}") if several else ""}</td>'
+            f'<td>{esc(r.get("family") or "")}</td>'
             f'<td><span class="st s-{esc(r["status"])}">{esc(r["status"])}</span></td>'
             f'<td>{esc(stage)}</td><td>{esc(r.get("category") or "")}{sig}</td>'
             f'<td>{_fmt_s(r.get("total_s"))}</td><td>{mem}</td>{msg}</tr>')

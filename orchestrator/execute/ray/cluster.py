@@ -16,10 +16,13 @@ from typing import Any, Callable
 import ray
 import structlog
 
+from exporter.environments import Environment
 from exporter.errors import OrchestratorError
+from exporter.schema import CROSSLOAD_DIR, crossload_table
 from exporter.manifest import Manifest
 from orchestrator.execute import logs
 from orchestrator.execute.config import RayConfig, SweepConfig
+from orchestrator.execute.environments import probe_all
 from orchestrator.execute.ray.supervisor import Supervisor
 from orchestrator.execute.scheduling import (RecyclePolicy, WorkItem, WorkQueue, memory_ceiling_mb,
                                              size_pools)
@@ -36,10 +39,20 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
     log_dir = os.path.abspath(sink.log_dir())
     started_here = connect(ray_config, log_dir)
     ray_config = replace(ray_config, recycle=_recycle_policy(ray_config))
+    several = len(config.environments) > 1
+    crossload_sink = ResultSink(config.out, config.run_id, config.flush_interval_s,
+                                table=crossload_table, subdir=CROSSLOAD_DIR) if several else None
     supervisor = Supervisor(ray_config, config.pipeline, config.run_id,
                             manifest.path, sink,
-                            on_rows, log_dir=log_dir)
+                            on_rows, log_dir=log_dir,
+                            runtime_envs={name: actor_runtime_env(env)
+                                          for name, env in config.environments.items()},
+                            crossload_sink=crossload_sink)
+    queue = WorkQueue(items)
     try:
+        remote = {n: e for n, e in config.environments.items() if e.runtime_env is not None}
+        env_facts = probe_all(remote, ray.__version__, remote=probe_in_runtime_env) \
+            if remote else {}
         resources = ray.cluster_resources()
         cpu_workers, gpu_workers = size_pools(resources, ray_config.cpu_workers,
                                               ray_config.gpu_workers, ray_config.cpus_per_worker)
@@ -47,17 +60,53 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
                  resources={k: v for k, v in resources.items() if not k.startswith("node:")},
                  max_worker_rss_mb=ray_config.recycle.max_rss_mb,
                  recycle_after=ray_config.recycle.after)
-        supervisor.start_pools(cpu_workers, gpu_workers)
-        supervisor.run(WorkQueue(items))
+        supervisor.start_pools(cpu_workers, gpu_workers, queue)
+        supervisor.run(queue)
         return {"address": joined_address(ray_config) or "embedded", "cpu_workers": cpu_workers,
+                "environments": {n: f.as_json() for n, f in env_facts.items()},
                 "gpu_workers": gpu_workers, "nodes": len([n for n in ray.nodes() if n["Alive"]]),
                 "resources": {k: v for k, v in resources.items() if not k.startswith("node:")},
                 "workers_started": supervisor.counter,
                 "max_worker_rss_mb": ray_config.recycle.max_rss_mb}
     finally:
+        if crossload_sink is not None:
+            crossload_sink.flush()
         supervisor.shutdown()
         if started_here:
             ray.shutdown()
+
+
+RUNTIME_ENV_TIMEOUT_S = 1800.0   # a runtime_env may install packages first
+
+
+def probe_in_runtime_env(env: Environment, script: str) -> str:
+    """Run the environment probe as a Ray task inside ``env``'s runtime environment: its
+    stdout, or one line saying why Ray could not."""
+    from ray.exceptions import GetTimeoutError, RayError
+
+    def probe() -> str:
+        import subprocess
+        import sys
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=300).stdout
+
+    task = ray.remote(probe).options(runtime_env=dict(env.runtime_env or {}), num_cpus=0,
+                                     max_retries=0)
+    try:
+        return ray.get(task.remote(), timeout=RUNTIME_ENV_TIMEOUT_S)
+    except GetTimeoutError:
+        return f"Ray did not set up the runtime_env within {RUNTIME_ENV_TIMEOUT_S:.0f} s"
+    except RayError as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        return f"Ray could not run in this runtime_env: {first[:200]}"
+
+
+def actor_runtime_env(env: Environment) -> dict[str, Any] | None:
+    """The runtime environment of an environment's actors (merged by Ray with the job's, so
+    the log setup hook and env vars carry over); None: the job's own."""
+    if env.python is not None:
+        return {"py_executable": env.python}
+    return dict(env.runtime_env) if env.runtime_env else None
 
 
 def _recycle_policy(config: RayConfig) -> RecyclePolicy:

@@ -18,14 +18,16 @@ import ray
 import structlog
 from ray.exceptions import ActorDiedError, ActorUnavailableError, OutOfMemoryError
 
+from exporter.environments import CURRENT
 from exporter.errors import OrchestratorError
 from exporter.record import new_record
 from exporter.schema import RowContext, row
 from exporter.spec import PipelineOptions
 from exporter.taxonomy import INFRA_ERROR, OOM, TIMEOUT, WORKER_CRASH, Failure
 from orchestrator.execute.config import RayConfig
+from orchestrator.execute.crossload import CrossLoad, crossload_row
 from orchestrator.execute.ray.worker import ExportWorker
-from orchestrator.execute.scheduling import BatchPolicy, WorkItem, WorkQueue
+from orchestrator.execute.scheduling import BatchPolicy, WorkItem, WorkQueue, share_out
 from orchestrator.results.sink import ResultSink
 
 log = structlog.get_logger("exportsweep.supervisor")
@@ -38,6 +40,7 @@ class Slot:
     pool: str
     worker_id: str
     actor: Any
+    env: str = CURRENT                  # the environment (interpreter) the actor runs in
     ready_ref: Any = None               # set while the actor warms up
     created: float = field(default_factory=time.monotonic)
     node_id: str | None = None
@@ -50,6 +53,7 @@ class Flight:
     items: list[WorkItem]               # one entry, or a batch of cheap ones
     started: float
     deadline: float
+    programs: Any = None                # ObjectRef of the programs the worker hands over
 
     @property
     def item(self) -> WorkItem:
@@ -82,6 +86,14 @@ class Supervisor:
     sink: ResultSink
     on_rows: Any                        # callback(list[row]) for progress and the summary
     log_dir: str | None = None
+    # Each environment's Ray runtime environment for its actors (None: the job's own); an
+    # actor's is merged with the job's, so the setup hook and env vars carry over.
+    runtime_envs: dict[str, dict[str, Any] | None] = field(
+        default_factory=lambda: {CURRENT: None})
+    # With more than one environment: each program that reloads fine is loaded and run in
+    # every other environment of its entry (the cross-version stage), rows to this sink.
+    crossload_sink: ResultSink | None = None
+    torch_of: dict[str, str] = field(default_factory=dict)   # environment -> torch version
     slots: list[Slot] = field(default_factory=list)
     inflight: dict[Any, Flight] = field(default_factory=dict)
     suspects: list[Suspect] = field(default_factory=list)
@@ -93,37 +105,62 @@ class Supervisor:
 
     # -- workers --------------------------------------------------------------------------------
 
-    def start_pools(self, cpu_workers: int, gpu_workers: int) -> None:
-        for _ in range(gpu_workers):
-            self.slots.append(self._new_slot("gpu"))
-        for _ in range(cpu_workers):
-            self.slots.append(self._new_slot("cpu"))
+    def start_pools(self, cpu_workers: int, gpu_workers: int, queue: WorkQueue | None = None
+                    ) -> None:
+        """The workers, shared out among the environments in proportion to their queued
+        work (each with some work gets at least one where there are enough workers)."""
+        for pool, count in (("gpu", gpu_workers), ("cpu", cpu_workers)):
+            for env in share_out(count, queue.waiting(pool) if queue is not None else {},
+                                 list(self.runtime_envs)):
+                self.slots.append(self._new_slot(pool, env))
 
-    def _new_slot(self, pool: str) -> Slot:
+    def _new_slot(self, pool: str, env: str = CURRENT) -> Slot:
         self.counter += 1
-        worker_id = f"{pool}-{self.counter}"
+        worker_id = f"{pool}-{self.counter}" if env == CURRENT else f"{env}-{pool}-{self.counter}"
         threads = max(1, math.floor(self.config.cpus_per_worker))
         options = replace(self.options, in_process_deadline=False, cuda_fallback=pool == "gpu",
                           use_cuda=pool == "gpu")
         # No Ray-level restarts or retries: every retry decision is the supervisor's.
+        extra = {"runtime_env": self.runtime_envs[env]} if self.runtime_envs.get(env) else {}
         actor = ray.remote(ExportWorker).options(
             max_restarts=0, max_task_retries=0, num_cpus=self.config.cpus_per_worker,
-            num_gpus=1 if pool == "gpu" else 0,
-        ).remote(worker_id, pool, self.run_id, self.manifest_path, options, threads, self.log_dir)
-        return Slot(pool, worker_id, actor, ready_ref=actor.ready.remote())
+            num_gpus=1 if pool == "gpu" else 0, **extra,
+        ).remote(worker_id, pool, self.run_id, self.manifest_path, options, threads, self.log_dir,
+                 env)
+        return Slot(pool, worker_id, actor, env=env, ready_ref=actor.ready.remote())
 
-    def _replace(self, slot: Slot, reason: str) -> None:
+    def _replace(self, slot: Slot, reason: str, env: str | None = None) -> None:
         ray.kill(slot.actor, no_restart=True)
         self.slots.remove(slot)
-        fresh = self._new_slot(slot.pool)
+        fresh = self._new_slot(slot.pool, slot.env if env is None else env)
         self.slots.append(fresh)
         log.info("worker replaced", worker=slot.worker_id, by=fresh.worker_id, reason=reason)
+
+    def _rebalance(self, queue: WorkQueue) -> None:
+        """An idle worker whose environment has nothing left it could run moves to the
+        environment with the most queued work per worker (a new actor there): with several
+        environments, none finishes early while another still has a queue."""
+        if len(self.runtime_envs) < 2 or not len(queue):
+            return
+        busy = {f.slot.worker_id for f in self.inflight.values()}
+        for slot in list(self.slots):
+            if slot.ready_ref is not None or slot.worker_id in busy:
+                continue
+            waiting = queue.waiting(slot.pool)
+            if waiting.get(slot.env) or not waiting:
+                continue
+            workers = {env: sum(1 for s in self.slots if s.pool == slot.pool and s.env == env)
+                       for env in waiting}
+            target = max(waiting, key=lambda env: waiting[env] / (1 + workers[env]))
+            self._replace(slot, f"moved to environment {target}: nothing left in {slot.env}",
+                          env=target)
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self, queue: WorkQueue) -> None:
         self._skip_unrunnable(queue)
         while len(queue) or self.inflight or self.suspects:
+            self._rebalance(queue)
             self._dispatch(queue)
             waiting = list(self.inflight) + [s.ready_ref for s in self.slots if s.ready_ref]
             if not waiting:
@@ -148,7 +185,10 @@ class Supervisor:
         for slot in list(self.slots):
             if slot.ready_ref is not None or slot.worker_id in busy:
                 continue
-            items = queue.take_batch(slot.pool, self.batching.size(len(queue), len(self.slots)))
+            # Handing programs over is per entry: no batches then.
+            size = 1 if self.crossload_sink is not None else \
+                self.batching.size(len(queue), len(self.slots))
+            items = queue.take_batch(slot.pool, size, slot.env)
             if not items:
                 continue
             now = time.monotonic()
@@ -156,14 +196,26 @@ class Supervisor:
             # takes longer is split and its entries rerun alone, each with its own.
             timeout = (self.config.timeout_s or max(i.entry.timeout_s for i in items)) * \
                 (1 + self.options.flaky_reruns)     # each rerun has the entry's deadline
+            programs = None
             if len(items) == 1:
                 item = items[0]
-                ref = slot.actor.run.remote(item.entry, item.modes, item.attempt)
+                if item.crossload is not None:
+                    c = item.crossload
+                    # each program gets the entry's deadline in its fresh process
+                    timeout = (self.config.timeout_s or item.entry.timeout_s) * \
+                        max(1, len(c.handed_over))
+                    ref = slot.actor.crossload.remote(item.entry, c.programs, c.from_env,
+                                                      c.from_torch)
+                elif self.crossload_sink is not None:
+                    ref, programs = slot.actor.run_handing_over.options(num_returns=2).remote(
+                        item.entry, item.modes, item.attempt)
+                else:
+                    ref = slot.actor.run.remote(item.entry, item.modes, item.attempt)
             else:
                 ref = slot.actor.run_batch.remote([(i.entry, i.modes, i.attempt) for i in items])
-            self.inflight[ref] = Flight(slot, items, now, now + timeout)
+            self.inflight[ref] = Flight(slot, items, now, now + timeout, programs)
             log.debug("dispatched", entry=items[0].entry.name, entries=len(items),
-                      worker=slot.worker_id, attempt=items[0].attempt)
+                      worker=slot.worker_id, attempt=items[0].attempt, env=slot.env)
 
     def _wait_s(self) -> float:
         if not self.inflight:
@@ -190,6 +242,8 @@ class Supervisor:
             self._replace(slot, "failed to start")
             return
         slot.ready_ref, slot.node_id = None, info["node_id"]
+        if info.get("torch"):
+            self.torch_of.setdefault(slot.env, info["torch"])
         log.info("worker ready", worker=slot.worker_id, pool=slot.pool, **info)
 
     def _finish(self, ref: Any, queue: WorkQueue) -> None:
@@ -198,7 +252,14 @@ class Supervisor:
         try:
             result = ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - a batch is judged entry by entry, alone
-            if flight.batched:
+            if item.crossload is not None:
+                category = OOM if isinstance(exc, OutOfMemoryError) else \
+                    WORKER_CRASH if isinstance(exc, (ActorDiedError, ActorUnavailableError)) \
+                    else INFRA_ERROR
+                self._crossload_fault(flight, category, _first_lines(str(exc)) or
+                                      type(exc).__name__, _qualname(exc))
+                self._replace(slot, category.lower())
+            elif flight.batched:
                 lost = isinstance(exc, (ActorDiedError, ActorUnavailableError)) and \
                     self._node_lost(slot)
                 self._split(flight, queue, f"{type(exc).__name__}: "
@@ -223,7 +284,40 @@ class Supervisor:
                 # either way, and the worker is replaced.
                 self._fault(flight, INFRA_ERROR, exc, queue, retry=False)
         else:
+            if item.crossload is not None:
+                assert self.crossload_sink is not None
+                self.crossload_sink.write(result)
+                slot.served += 1
+                return
             self._finished(flight, result)
+            self._hand_over(flight, result, queue)
+
+    def _hand_over(self, flight: Flight, result: dict[str, Any], queue: WorkQueue) -> None:
+        """The programs a worker handed over, to be loaded in each other environment of the
+        entry: those checks go first, so the programs leave the object store soon."""
+        handed = tuple(tuple(p) for p in result.get("handed_over") or ())
+        if flight.programs is None or not handed:
+            return
+        item, slot = flight.item, flight.slot
+        for env in self.runtime_envs:
+            if env == slot.env or not item.entry.runs_in(env):
+                continue
+            check = CrossLoad(slot.env, self.torch_of.get(slot.env, ""), flight.programs,
+                              handed, "cuda" if slot.pool == "gpu" else "cpu")
+            queue.put_front(WorkItem(item.entry, tuple(sorted({m for m, _ in handed})),
+                                     env=env, solo=True, crossload=check))
+
+    def _crossload_fault(self, flight: Flight, category: str, message: str,
+                         exception_type: str) -> None:
+        """Rows for the programs of a cross-version check that never came back."""
+        item, slot = flight.item, flight.slot
+        c = item.crossload
+        failure = Failure.make(category, None, message, exception_type=exception_type)
+        rows = [crossload_row(item.entry, mode, kind, c.from_env, c.from_torch, slot.env,
+                              self.torch_of.get(slot.env, ""), None, slot.worker_id,
+                              self.run_id, fault=failure) for mode, kind in c.handed_over]
+        assert self.crossload_sink is not None
+        self.crossload_sink.write(rows)
 
     def _finished(self, flight: Flight, result: dict[str, Any]) -> None:
         slot = flight.slot
@@ -254,6 +348,11 @@ class Supervisor:
                 self._split(flight, queue, "batch past its deadline", node_lost=False)
                 continue
             elapsed = now - flight.started
+            if flight.item.crossload is not None:
+                self._crossload_fault(flight, TIMEOUT, f"no result after {elapsed:.1f} s: the "
+                                      f"worker was killed", "TimeoutError")
+                self._replace(flight.slot, "timeout")
+                continue
             message = (f"no result after {elapsed:.1f} s (deadline "
                        f"{flight.deadline - flight.started:g} s): the worker was killed")
             self._emit(self._fault_rows(flight, TIMEOUT, message, "TimeoutError", final=True))
@@ -294,7 +393,7 @@ class Supervisor:
                     final: bool) -> list[dict[str, Any]]:
         item, slot = flight.item, flight.slot
         ctx = RowContext(run_id=self.run_id, worker_id=slot.worker_id, attempt=item.attempt,
-                         pool=slot.pool, node_id=slot.node_id)
+                         pool=slot.pool, env=slot.env, node_id=slot.node_id)
         elapsed = time.monotonic() - flight.started
         rows = []
         for mode in item.modes:
@@ -330,9 +429,16 @@ class Supervisor:
         return not alive.get(slot.node_id, False)
 
     def _skip_unrunnable(self, queue: WorkQueue) -> None:
-        pools = {s.pool for s in self.slots}
+        # A worker can move to any environment (_rebalance): what matters is its kind.
+        pools = {(s.pool, env) for s in self.slots for env in self.runtime_envs}
         for item in queue.unrunnable(pools):
-            ctx = RowContext(run_id=self.run_id, worker_id="driver", pool="none")
+            if item.crossload is not None:
+                self._crossload_fault(Flight(Slot("none", "driver", None, env=item.env), [item],
+                                             time.monotonic(), time.monotonic()),
+                                      INFRA_ERROR, "no worker of this kind is left to load "
+                                      "the programs", "RuntimeError")
+                continue
+            ctx = RowContext(run_id=self.run_id, worker_id="driver", pool="none", env=item.env)
             rows = []
             for mode in item.modes:
                 record = new_record(item.entry, mode, item.entry.device)

@@ -17,10 +17,11 @@ class ExportWorker:
     """Wrapped with ``ray.remote`` by the supervisor; every call goes to the runtime."""
 
     def __init__(self, worker_id: str, pool: str, run_id: str, manifest_path: str,
-                 options: PipelineOptions, threads: int, log_dir: str | None) -> None:
+                 options: PipelineOptions, threads: int, log_dir: str | None,
+                 env: str) -> None:
         from orchestrator.execute.ray.runtime import WorkerRuntime   # in the worker's process
         self.runtime = WorkerRuntime(worker_id, pool, run_id, manifest_path, options, threads,
-                                     log_dir)
+                                     log_dir, env)
 
     def ready(self) -> dict[str, Any]:
         return self.runtime.ready()
@@ -30,6 +31,14 @@ class ExportWorker:
 
     def run_batch(self, items: list[tuple[Entry, tuple[str, ...], int]]) -> dict[str, Any]:
         return self.runtime.run_batch(items)
+
+    def run_handing_over(self, entry: Entry, modes: tuple[str, ...], attempt: int
+                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return self.runtime.run_handing_over(entry, modes, attempt)
+
+    def crossload(self, entry: Entry, programs: list[dict[str, Any]], from_env: str,
+                  from_torch: str) -> list[dict[str, Any]]:
+        return self.runtime.crossload(entry, programs, from_env, from_torch)
 
     def shutdown(self) -> None:
         self.runtime.shutdown()
