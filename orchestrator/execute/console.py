@@ -109,8 +109,8 @@ def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
         w("\nneeds attention\n")
         for r in unexpected[:15]:
             lines = (r["message"] or r["expected"] or "").splitlines()
-            where = f"{r['mode']}@{row_env(r)}" if several else r["mode"]
-            w(f"  {printable(r['status']):<6} {printable(r['entry'])} [{printable(where)}] "
+            mode = f"{r['mode']}@{row_env(r)}" if several else r["mode"]
+            w(f"  {printable(r['status']):<6} {printable(r['entry'])} [{printable(mode)}] "
               f"{printable(r['category'] or '')}: {printable(lines[0], 90) if lines else ''}\n")
             if r["status"] in FAILED:
                 w(f"         repro: {printable(r['repro'])}\n")

@@ -185,7 +185,7 @@ def _run_in_process(items: list[WorkItem], manifest: Manifest, config: SweepConf
     from orchestrator.execute.entry import run_one
     ctx = RowContext(run_id=config.run_id, torch_version=installed_torch_version(),
                      exportsweep_version=exporter.__version__)
-    logger = logger.bind(worker=ctx.worker_id)
+    logger = logger.bind(worker=ctx.worker_id, env=ctx.env)
     with FreshLoader(log_path=sink.log_path("freshload.log")) as loader:
         loader.start()
         for item in items:
