@@ -273,13 +273,15 @@ def _utc(ts: float | None) -> datetime | None:
 
 
 def markdown() -> str:
-    lines = [f"Schema version {SCHEMA_VERSION}.", "", "| column | type | meaning |",
-             "|---|---|---|"]
-    lines += [f"| `{name}` | `{kind}` | {doc} |" for name, kind, doc in COLUMNS]
-    lines += ["", f"The cross-version table (`run_id=<id>/{CROSSLOAD_DIR}/*.parquet`):", "",
-              "| column | type | meaning |", "|---|---|---|"]
-    lines += [f"| `{name}` | `{kind}` | {doc} |" for name, kind, doc in CROSSLOAD_COLUMNS]
+    lines = [f"Schema version {SCHEMA_VERSION}.", "", *_column_table(COLUMNS), "",
+             f"The cross-version table (`run_id=<id>/{CROSSLOAD_DIR}/*.parquet`):", "",
+             *_column_table(CROSSLOAD_COLUMNS)]
     return "\n".join(lines)
+
+
+def _column_table(columns: tuple[tuple[str, pa.DataType, str], ...]) -> list[str]:
+    return ["| column | type | meaning |", "|---|---|---|",
+            *(f"| `{name}` | `{kind}` | {doc} |" for name, kind, doc in columns)]
 
 
 if __name__ == "__main__":
