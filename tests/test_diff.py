@@ -53,6 +53,11 @@ def _two_runs(tmp_path: Path) -> Path:
         _record("same_failure", "XFAIL", "GRAPH_BREAK", "export"),
         _record("drops_out"),
         _record("now_xpass", "XFAIL", "GRAPH_BREAK", "export"),
+        _record("now_skipped"),
+        _record("failing_now_skipped", "FAIL", "GRAPH_BREAK", "export"),
+        _record("skipped_now_runs", "SKIP"),
+        _record("skipped_now_fails", "SKIP"),
+        _record("stays_skipped", "SKIP"),
     ])
     _write(out, "new", [
         _record("stays_ok", total_s=20.0, peak_rss_mb=2000.0, max_abs_err=0.5),
@@ -65,6 +70,11 @@ def _two_runs(tmp_path: Path) -> Path:
         _record("same_failure", "XFAIL", "GRAPH_BREAK", "export"),
         _record("new_model"),
         _record("now_xpass", "XPASS"),
+        _record("now_skipped", "SKIP"),
+        _record("failing_now_skipped", "SKIP"),
+        _record("skipped_now_runs"),
+        _record("skipped_now_fails", "FAIL", "GRAPH_BREAK", "export"),
+        _record("stays_skipped", "SKIP"),
     ])
     return out
 
@@ -79,14 +89,20 @@ def test_every_kind_of_change_is_named(tmp_path):
         "fails_earlier": "REGRESSED", "fails_later": "PROGRESSED",
         "other_category": "CATEGORY_CHANGED", "other_cause": "SIGNATURE_CHANGED",
         "same_failure": "UNCHANGED", "drops_out": "MISSING", "new_model": "NEW_ENTRY",
-        "now_xpass": "FIXED"}
+        "now_xpass": "FIXED",
+        # skipped now: not compared, and never a fix (a pass or a failure alike)
+        "now_skipped": "SKIPPED", "failing_now_skipped": "SKIPPED",
+        "skipped_now_runs": "FIXED", "skipped_now_fails": "NEW_FAILURE",
+        "stays_skipped": "UNCHANGED"}
     drift = " ".join(by["stays_ok"].drift)
     assert "max_abs_err" in drift and "wall 10.0s -> 20.0s" in drift and "peak memory" in drift
     assert by["now_xpass"].update_expectation and not by["gets_fixed"].update_expectation
     assert changes[0].change == "NEW_FAILURE"         # the worst news first
     assert diff.gate(changes, ["regression"]) and {c.entry for c in diff.gate(
-        changes, ["regression"])} == {"breaks", "fails_earlier"}
+        changes, ["regression"])} == {"breaks", "fails_earlier", "skipped_now_fails"}
     assert [c.entry for c in diff.gate(changes, ["missing"])] == ["drops_out"]
+    assert sorted(c.entry for c in diff.gate(changes, ["skipped"])) == [
+        "failing_now_skipped", "now_skipped"]
     assert [c.entry for c in diff.gate(changes, ["xpass"])] == ["now_xpass"]
     assert diff.gate(changes, []) == []
 
@@ -102,7 +118,8 @@ def test_diff_command_formats_and_gates(tmp_path):
     as_json = subprocess.run([exe, "diff", str(out), "base", "new", "--format", "json"],
                              capture_output=True, text=True, cwd=REPO)
     data = json.loads(as_json.stdout)
-    assert data["counts"]["NEW_FAILURE"] == 1 and data["counts"]["MISSING"] == 1
+    assert data["counts"]["NEW_FAILURE"] == 2 and data["counts"]["MISSING"] == 1
+    assert data["counts"]["SKIPPED"] == 2
     md = subprocess.run([exe, "diff", str(out), "base", "new", "--format", "markdown"],
                         capture_output=True, text=True, cwd=REPO)
     assert md.stdout.startswith("### exportsweep: `base` → `new`") and "| MISSING |" in md.stdout
@@ -125,4 +142,4 @@ def test_base_run_from_another_folder(tmp_path):
                            str(other), "--format", "json"], capture_output=True, text=True,
                           cwd=REPO)
     data = json.loads(proc.stdout)
-    assert data["counts"]["NEW_FAILURE"] == 1 and data["counts"]["NEW_ENTRY"] == 9
+    assert data["counts"]["NEW_FAILURE"] == 1 and data["counts"]["NEW_ENTRY"] == 14

@@ -20,7 +20,8 @@ from exporter import environments
 from exporter.environments import CURRENT, Environment
 from exporter.errors import ManifestErrors, UsageError
 from exporter.manifest import load_manifest
-from orchestrator.execute.environments import probe_all
+from exporter.spec import Entry
+from orchestrator.execute.environments import libraries_of, probe_all, split_unavailable
 from orchestrator.execute.scheduling import WorkItem, WorkQueue, pending_items, share_out
 
 from conftest import REPO, examples
@@ -232,6 +233,42 @@ def test_the_current_interpreter_probes_with_its_versions():
     assert facts.torch == str(torch.__version__) and facts.packages["ray"] == version("ray")
     assert facts.python == sys.version.split()[0] and facts.executable
     assert json.loads(json.dumps(facts.as_json()))["name"] == CURRENT
+
+
+def test_the_probe_says_which_model_libraries_do_not_import(tmp_path, monkeypatch):
+    (tmp_path / "brokenlib").mkdir()
+    (tmp_path / "brokenlib" / "__init__.py").write_text(
+        "raise RuntimeError('operator torchvision::nms does not exist\\nmore')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    facts = probe_all({CURRENT: Environment(CURRENT)}, version("ray"),
+                      libraries=["transformers", "brokenlib", "exportsweep_no_such_lib"])[CURRENT]
+    assert facts.unavailable == {
+        "brokenlib": "RuntimeError: operator torchvision::nms does not exist",
+        "exportsweep_no_such_lib": "not installed"}
+    assert facts.as_json()["unavailable"] == facts.unavailable
+
+
+def test_work_whose_family_library_is_missing_is_set_aside_with_its_reason():
+    def entry(name: str, family: str) -> Entry:
+        return Entry(name=name, entrypoint="m:f", source="m.yaml", base_dir=".", family=family)
+    items = [WorkItem(entry("timm/a", "timm"), ("strict",), env="old"),
+             WorkItem(entry("timm/a", "timm"), ("strict",), env=CURRENT),
+             WorkItem(entry("manual/b", "manual"), ("strict",), env="old"),
+             WorkItem(entry("transformers/c", "transformers"), ("strict",), env="old")]
+    facts = {CURRENT: {"unavailable": {}},
+             "old": {"unavailable": {"timm": "not installed",
+                                     "transformers": "ImportError: cannot import name 'x'"}}}
+    kept, skipped = split_unavailable(items, facts)
+    assert kept == items[1:3]
+    assert [(i.entry.name, i.env) for i, _ in skipped] == [("timm/a", "old"),
+                                                           ("transformers/c", "old")]
+    assert skipped[0][1] == ("the timm family cannot run in environment 'old': timm is not "
+                             "installed there")
+    assert skipped[1][1].endswith("transformers does not import there (ImportError: cannot "
+                                  "import name 'x')")
+    assert libraries_of(i.entry for i in items) == {"timm", "transformers"}
+    # facts from before this field existed (an old _run.json): nothing is set aside
+    assert split_unavailable(items, {"old": {}}) == (items, [])
 
 
 def test_environments_that_cannot_work_are_named_one_line_each(tmp_path, monkeypatch):

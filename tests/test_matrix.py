@@ -55,13 +55,24 @@ def test_every_entry_runs_in_both_environments_with_their_torch(matrix_run):
     new_versions = {r["torch_version"] for r in rows if r["env"] == CURRENT and r["torch_version"]}
     assert old_versions == {"2.13.0+cpu"} and len(new_versions) == 1, (old_versions, new_versions)
     assert not new_versions & old_versions
-    assert all(r["worker_id"].startswith(f"{OLD}-") for r in rows if r["env"] == OLD)
+    assert all(r["worker_id"].startswith(f"{OLD}-") for r in rows
+               if r["env"] == OLD and r["status"] != "SKIP")
     meta = json.loads((matrix_run / "run_id=m" / "_run.json").read_text())
     envs = meta["environments"]
     assert set(envs) == {CURRENT, OLD} and envs[OLD]["torch"] == "2.13.0+cpu"
     assert envs[OLD]["declaration"]["python"] == str(OLD_PYTHON.resolve()) or \
         envs[OLD]["declaration"]["python"].endswith(".venv-torch213/bin/python")
     assert meta["selection"]["environments"] == sorted([CURRENT, OLD])
+    # torch213 holds no torchvision: its entry is skipped there, saying why, and runs here
+    assert envs[OLD]["unavailable"] == {"torchvision": "not installed"}
+    assert envs[CURRENT]["unavailable"] == {}
+    skipped = [r for r in rows if r["status"] == "SKIP"]
+    assert {(r["entry"], r["env"]) for r in skipped} == {("torchvision/squeezenet1_1", OLD)}
+    assert len(skipped) == 2 and all(
+        r["skip_reason"] == "the torchvision family cannot run in environment 'torch213': "
+                           "torchvision is not installed there" for r in skipped)
+    assert all(r["status"] == "PASS" for r in rows
+               if r["entry"] == "torchvision/squeezenet1_1" and r["env"] == CURRENT)
 
 
 def test_programs_are_loaded_in_the_other_environment_both_ways(matrix_run):
@@ -86,6 +97,11 @@ def test_programs_are_loaded_in_the_other_environment_both_ways(matrix_run):
             assert r["load_category"] and r["message"] and len(r["signature"]) == 12
     controls = [r for r in cross if r["entry"] == "patho/control_dict_output"]
     assert controls and all(r["status"] == "PASS" for r in controls), controls
+    # a program needs torch, not the library that built the model: the torchvision model's
+    # programs load in torch213, where torchvision itself is missing
+    vision = [r for r in cross if r["entry"] == "torchvision/squeezenet1_1"]
+    assert {(r["mode"], r["to_env"], r["status"]) for r in vision} == {
+        ("non-strict", OLD, "PASS"), ("strict", OLD, "PASS")}, vision
 
 
 def test_diff_compares_two_environments_of_one_run(matrix_run):
@@ -97,6 +113,7 @@ def test_diff_compares_two_environments_of_one_run(matrix_run):
     rows = read_run(str(matrix_run), "m").final_rows
     assert len(changes) == sum(1 for r in rows if r["env"] == CURRENT)
     assert {c["env"] for c in changes} == {f"{CURRENT} -> {OLD}"}
+    assert report["counts"]["SKIPPED"] == 2          # torchvision: not a change of outcome
     assert sum(report["counts"].values()) == len(changes)
     bad = _exportsweep("diff", str(matrix_run), "m", "--env", CURRENT, "--vs-env", "nope")
     assert bad.returncode == 2 and "has no environment 'nope'" in bad.stderr

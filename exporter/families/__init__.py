@@ -26,7 +26,7 @@ from exporter.errors import ExportsweepError
 
 __all__ = [
     "COMMON_KEYS", "SOURCES", "FamilyError", "FamilyModel", "FamilyUnavailable",
-    "UnknownModel", "expand", "family_keys", "import_library",
+    "LIBRARIES", "UnknownModel", "expand", "family_keys", "import_library",
 ]
 
 SOURCES: tuple[str, ...] = ("torchvision", "timm", "transformers", "noop")
@@ -36,8 +36,9 @@ SOURCES: tuple[str, ...] = ("torchvision", "timm", "transformers", "noop")
 COMMON_KEYS: frozenset[str] = frozenset(
     {"source", "include", "exclude", "limit", "overrides", "defaults"})
 
-# pip extra that installs each family's library (pyproject's optional-dependencies).
-_PACKAGES: dict[str, str] = {
+#: The library each family needs, by source: the module imported, the pip distribution and
+#: the extra of pyproject's optional-dependencies that installs it (the same name for all).
+LIBRARIES: dict[str, str] = {
     "torchvision": "torchvision", "timm": "timm", "transformers": "transformers"}
 
 
@@ -55,8 +56,8 @@ class FamilyUnavailable(FamilyError):
         self.source = source
         self.hint = hint or (
             f"pip install 'exportsweep[{source}]'"
-            if source in _PACKAGES else "")
-        package = _PACKAGES.get(source, source)
+            if source in LIBRARIES else "")
+        package = LIBRARIES.get(source, source)
         super().__init__(f"family {source!r} needs the {package} package: {self.hint}")
 
 

@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise UsageError(f"--in-process runs in this interpreter only; the run has environments "
                          f"{', '.join(e.describe() for e in envs.values())}: drop --in-process "
                          f"(each environment gets its own Ray workers)")
-    facts = probe_environments(envs) if several else None
+    facts = probe_environments(envs, manifest.select(list(args.only))) if several else None
     run_id = args.resume or args.run_id or new_run_id()
     check_run_id(run_id, "--resume" if args.resume else "--run-id")
     if args.resume and not run_exists(args.out, run_id):
@@ -68,14 +68,15 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_sweep(manifest, config, ray_config, meta=meta)
 
 
-def probe_environments(envs: dict[str, Any]) -> dict[str, Any]:
-    """Each local environment's versions, before anything runs (exit 2 for one that cannot
-    work); Ray runtime environments are probed by Ray once it is up."""
+def probe_environments(envs: dict[str, Any], entries: Any) -> dict[str, Any]:
+    """Each local environment's versions and which of the entries' model libraries import
+    there, before anything runs (exit 2 for one that cannot work); Ray runtime environments
+    are probed by Ray once it is up."""
     from importlib.metadata import version
 
-    from orchestrator.execute.environments import probe_all
+    from orchestrator.execute.environments import libraries_of, probe_all
     local = {name: env for name, env in envs.items() if env.runtime_env is None}
-    return probe_all(local, version("ray"))
+    return probe_all(local, version("ray"), libraries=libraries_of(entries))
 
 
 def cmd_validate(args: argparse.Namespace) -> None:

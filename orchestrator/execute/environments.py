@@ -16,11 +16,14 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from exporter import __version__ as EXPORTSWEEP_VERSION
+from exporter import families
 from exporter.environments import Environment
 from exporter.errors import UsageError
+from exporter.spec import Entry
+from orchestrator.execute.scheduling import WorkItem
 
 PROBE_TIMEOUT_S = 180.0          # importing torch on a cold disk takes a while
 # Runs the probe script inside a runtime environment: its stdout, or one line saying why not.
@@ -28,11 +31,14 @@ RemoteProbe = Callable[[Environment, str], str]
 PACKAGES = ("torch", "ray", "exportsweep", "transformers", "timm", "torchvision", "numpy")
 
 # Runs in the environment's interpreter: versions as JSON on stdout, never an exception.
+# LIBRARIES: the model libraries the run's families need, each imported to tell whether it
+# works there (an installed torchvision built for another torch does not import).
 PROBE = r"""
 import json, platform, sys
 from importlib import metadata
+LIBRARIES = %r
 out = {"python": platform.python_version(), "executable": sys.executable, "packages": {},
-       "problems": []}
+       "problems": [], "unavailable": {}}
 for name in %r:
     try:
         out["packages"][name] = metadata.version(name)
@@ -54,8 +60,21 @@ try:
     out["exportsweep_version"] = exporter.__version__
 except Exception:
     pass
+for name in LIBRARIES:
+    try:
+        __import__(name)
+    except Exception as exc:
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name == name
+        lines = str(exc).strip().splitlines()
+        out["unavailable"][name] = "not installed" if missing else \
+            f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 print("EXPORTSWEEP-PROBE " + json.dumps(out))
-""" % (PACKAGES,)
+"""
+
+
+def probe_script(libraries: Iterable[str] = ()) -> str:
+    """The probe, importing ``libraries`` as well (sorted, so the script is stable)."""
+    return PROBE % (sorted(set(libraries)), PACKAGES)
 
 
 @dataclass
@@ -69,17 +88,23 @@ class EnvironmentFacts:
     cuda: str | None = None
     packages: dict[str, str] = field(default_factory=dict)
     declaration: dict[str, Any] = field(default_factory=dict)
+    # model libraries the run needs that do not import there: library -> why
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def probe_all(envs: dict[str, Environment], ray_version: str,
-              remote: RemoteProbe | None = None) -> dict[str, EnvironmentFacts]:
+              remote: RemoteProbe | None = None, libraries: Iterable[str] = ()
+              ) -> dict[str, EnvironmentFacts]:
     """Every environment's facts; UsageError (exit 2) naming each one that cannot work.
-    ``remote`` runs the probe inside a Ray runtime environment (Ray must be up)."""
+    ``remote`` runs the probe inside a Ray runtime environment (Ray must be up);
+    ``libraries``: model libraries to try importing there (a family's entries are skipped
+    where its library does not import: :func:`split_unavailable`)."""
+    script = probe_script(libraries)
     with ThreadPoolExecutor(max_workers=max(1, len(envs))) as pool:
-        results = dict(zip(envs, pool.map(lambda e: _probe(e, ray_version, remote),
+        results = dict(zip(envs, pool.map(lambda e: _probe(e, ray_version, script, remote),
                                           envs.values())))
     problems = [p for _, p in results.values() if p]
     if problems:
@@ -87,10 +112,10 @@ def probe_all(envs: dict[str, Environment], ray_version: str,
     return {name: facts for name, (facts, _) in results.items() if facts is not None}
 
 
-def _probe(env: Environment, ray_version: str, remote: RemoteProbe | None
+def _probe(env: Environment, ray_version: str, script: str, remote: RemoteProbe | None
            ) -> tuple[EnvironmentFacts | None, str | None]:
     if env.runtime_env is not None:
-        return _probe_runtime_env(env, ray_version, remote)
+        return _probe_runtime_env(env, ray_version, script, remote)
     python = env.python or sys.executable
     where = f"environment {env.name!r} ({env.source})"
     if not os.path.exists(python):
@@ -100,7 +125,7 @@ def _probe(env: Environment, ray_version: str, remote: RemoteProbe | None
     try:
         # From a neutral folder: `python -c` puts its working folder first on sys.path, and a
         # checkout there would pass for an installed exportsweep.
-        proc = subprocess.run([python, "-c", PROBE], capture_output=True, text=True,
+        proc = subprocess.run([python, "-c", script], capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL,
                               cwd=os.path.abspath(os.sep),
                               env={**os.environ, "PYTHONNOUSERSITE": "1"})
@@ -141,7 +166,8 @@ def _judge(env: Environment, found: dict[str, Any], ray_version: str, where: str
     return EnvironmentFacts(env.name, python=str(found.get("python")),
                             executable=str(found.get("executable", "")), torch=found["torch"],
                             cuda=found.get("cuda"), packages=dict(packages),
-                            declaration=env.as_json()), None
+                            declaration=env.as_json(),
+                            unavailable=dict(found.get("unavailable") or {})), None
 
 
 def _first(found: dict[str, Any], module: str) -> str:
@@ -151,15 +177,40 @@ def _first(found: dict[str, Any], module: str) -> str:
     return "not importable"
 
 
-def _probe_runtime_env(env: Environment, ray_version: str, remote: RemoteProbe | None
-                       ) -> tuple[EnvironmentFacts | None, str | None]:
+def _probe_runtime_env(env: Environment, ray_version: str, script: str,
+                       remote: RemoteProbe | None) -> tuple[EnvironmentFacts | None, str | None]:
     """The probe's output from inside the runtime environment (``remote``: a Ray task, see
     ``execute.ray.cluster``), judged like a local one."""
     where = f"environment {env.name!r} ({env.source})"
     if remote is None:
         return None, f"{where}: a runtime_env is probed by Ray, which is not running"
-    stdout = remote(env, PROBE)
+    stdout = remote(env, script)
     if not stdout.startswith("EXPORTSWEEP-PROBE ") and "\nEXPORTSWEEP-PROBE " not in stdout:
         return None, f"{where}: {stdout.strip() or 'the probe printed nothing'}"
     line = next(ln for ln in stdout.splitlines() if ln.startswith("EXPORTSWEEP-PROBE "))
     return _judge(env, json.loads(line.split(" ", 1)[1]), ray_version, where)
+
+
+def libraries_of(entries: Iterable[Entry]) -> set[str]:
+    """The model libraries these entries' families need."""
+    return {families.LIBRARIES[e.family] for e in entries if e.family in families.LIBRARIES}
+
+
+def split_unavailable(items: list[WorkItem], facts: dict[str, dict[str, Any]]
+                      ) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
+    """The work an environment can run, and the rest with why not: an entry of a family whose
+    library does not import there (``facts``: each environment's as recorded in _run.json).
+    Its programs from other environments are still loaded there by the cross-version stage:
+    a saved program needs torch, not the library that built the model."""
+    kept, skipped = [], []
+    for item in items:
+        library = families.LIBRARIES.get(item.entry.family)
+        why = (facts.get(item.env) or {}).get("unavailable", {}).get(library) if library else None
+        if why is None:
+            kept.append(item)
+        else:
+            how = "is not installed there" if why == "not installed" else \
+                f"does not import there ({why})"
+            skipped.append((item, f"the {item.entry.family} family cannot run in environment "
+                                  f"{item.env!r}: {library} {how}"))
+    return kept, skipped

@@ -143,7 +143,8 @@ def run_sweep(manifest: Manifest, config: SweepConfig, ray_config: RayConfig | N
             # Imported here: an in-process sweep never needs Ray, nor pays for importing it.
             from orchestrator.execute.ray.cluster import run_on_ray
             meta.cluster = attempt["cluster"] = run_on_ray(items, manifest, config, ray_config,
-                                                           sink, progress.rows_done)
+                                                           sink, progress.rows_done,
+                                                           known_facts=meta.environments)
             probed = meta.cluster.pop("environments", None)
             if probed:
                 meta.environments = {**(meta.environments or {}), **probed}

@@ -20,11 +20,11 @@ from exporter.schema import row_env
 from exporter.status import EXPORTED, SKIPPED, XPASS
 from exporter.text import printable
 
-CHANGES = ("NEW_FAILURE", "REGRESSED", "MISSING", "CATEGORY_CHANGED", "SIGNATURE_CHANGED",
-           "FIXED", "PROGRESSED", "NEW_ENTRY", "FLAKY", "UNCHANGED")
+CHANGES = ("NEW_FAILURE", "REGRESSED", "MISSING", "SKIPPED", "CATEGORY_CHANGED",
+           "SIGNATURE_CHANGED", "FIXED", "PROGRESSED", "NEW_ENTRY", "FLAKY", "UNCHANGED")
 # --fail-on names -> what they gate on ("drift" and "xpass" are not changes of outcome).
 GATES = {"regression": {"NEW_FAILURE", "REGRESSED"}, "new_failure": {"NEW_FAILURE"},
-         "regressed": {"REGRESSED"}, "missing": {"MISSING"},
+         "regressed": {"REGRESSED"}, "missing": {"MISSING"}, "skipped": {"SKIPPED"},
          "category_changed": {"CATEGORY_CHANGED"}, "signature_changed": {"SIGNATURE_CHANGED"},
          "new_entry": {"NEW_ENTRY"}, "flaky": {"FLAKY"}, "drift": set(), "xpass": set(),
          "incomplete": set()}   # data problems (missing / torn files): judged by the CLI
@@ -93,9 +93,11 @@ def _compare(b: dict[str, Any] | None, n: dict[str, Any] | None, key: tuple[str,
 
 
 def _outcome_change(b: dict[str, Any], n: dict[str, Any]) -> str:
-    if b["status"] in SKIPPED or n["status"] in SKIPPED:
-        return "UNCHANGED" if b["status"] == n["status"] else (
-            "NEW_FAILURE" if n["status"] not in (*EXPORTED, *SKIPPED) else "FIXED")
+    if n["status"] in SKIPPED:
+        # Ran before (or elsewhere), not now: nothing to compare, and not a fix.
+        return "UNCHANGED" if b["status"] in SKIPPED else "SKIPPED"
+    if b["status"] in SKIPPED:
+        return "FIXED" if n["status"] in EXPORTED else "NEW_FAILURE"
     b_ok, n_ok = b["status"] in EXPORTED, n["status"] in EXPORTED
     if b_ok and not n_ok:
         return "NEW_FAILURE"

@@ -37,7 +37,8 @@ from orchestrator.views.assets import CSS, JS, PAGE_SIZE
 from orchestrator.views.charts import Bar, Point, Segment, attrs, esc, hbar_chart, run_chart
 CHANGE_NOTES = {
     "NEW_FAILURE": "passed in the baseline, fails now", "REGRESSED": "fails at an earlier stage",
-    "MISSING": "in the baseline, no result now", "CATEGORY_CHANGED": "fails for another category",
+    "MISSING": "in the baseline, no result now",
+    "SKIPPED": "ran in the baseline, skipped now (its reason says why): not compared", "CATEGORY_CHANGED": "fails for another category",
     "SIGNATURE_CHANGED": "same category, another root cause", "FIXED": "failed, passes now",
     "PROGRESSED": "still fails, but at a later stage", "NEW_ENTRY": "not in the baseline",
     "DRIFT": "outcome unchanged; numerics, time or memory drifted, or an XPASS",
@@ -314,7 +315,7 @@ def _changes(changes: list[diffmod.Change] | None, baseline: RunData | None, run
 def _change_row(kind: str, c: diffmod.Change) -> str:
     notes = c.drift + (["XPASS: update the expectation"] if c.update_expectation else [])
     note = f'<div class="sub">{esc("; ".join(notes))}</div>' if notes else ""
-    repro = "" if kind in ("FIXED", "MISSING") else _repro(c.repro, compact=True)
+    repro = "" if kind in ("FIXED", "MISSING", "SKIPPED") else _repro(c.repro, compact=True)
     return (f'<tr data-change="{kind}"{attrs({"entry": c.entry, "mode": c.mode})}>'
             f'<td class="ent">{esc(c.entry)}</td><td>{esc(c.mode)}</td>'
             f'<td>{_outcome(c.base_status, c.base_category, c.base_stage)}</td>'

@@ -22,7 +22,7 @@ from exporter.schema import CROSSLOAD_DIR, crossload_table
 from exporter.manifest import Manifest
 from orchestrator.execute import logs
 from orchestrator.execute.config import RayConfig, SweepConfig
-from orchestrator.execute.environments import probe_all
+from orchestrator.execute.environments import libraries_of, probe_all, split_unavailable
 from orchestrator.execute.ray.supervisor import Supervisor
 from orchestrator.execute.scheduling import (RecyclePolicy, WorkItem, WorkQueue, memory_ceiling_mb,
                                              size_pools)
@@ -33,9 +33,11 @@ log = structlog.get_logger("exportsweep.ray")
 
 def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
                ray_config: RayConfig, sink: ResultSink,
-               on_rows: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
+               on_rows: Callable[[list[dict[str, Any]]], None],
+               known_facts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run ``items`` on Ray; returns the cluster facts for ``_run.json`` (with the worker
-    memory ceiling in force)."""
+    memory ceiling in force). ``known_facts``: the environments probed before Ray started
+    (local interpreters), as _run.json records them; runtime environments are probed here."""
     log_dir = os.path.abspath(sink.log_dir())
     started_here = connect(ray_config, log_dir)
     ray_config = replace(ray_config, recycle=_recycle_policy(ray_config))
@@ -48,11 +50,14 @@ def run_on_ray(items: list[WorkItem], manifest: Manifest, config: SweepConfig,
                             runtime_envs={name: actor_runtime_env(env)
                                           for name, env in config.environments.items()},
                             crossload_sink=crossload_sink)
-    queue = WorkQueue(items)
     try:
         remote = {n: e for n, e in config.environments.items() if e.runtime_env is not None}
-        env_facts = probe_all(remote, ray.__version__, remote=probe_in_runtime_env) \
-            if remote else {}
+        env_facts = probe_all(remote, ray.__version__, remote=probe_in_runtime_env,
+                              libraries=libraries_of(i.entry for i in items)) if remote else {}
+        items, unavailable = split_unavailable(
+            items, {**(known_facts or {}), **{n: f.as_json() for n, f in env_facts.items()}})
+        supervisor.skip(unavailable)
+        queue = WorkQueue(items)
         resources = ray.cluster_resources()
         cpu_workers, gpu_workers = size_pools(resources, ray_config.cpu_workers,
                                               ray_config.gpu_workers, ray_config.cpus_per_worker)

@@ -438,12 +438,17 @@ class Supervisor:
                                       INFRA_ERROR, "no worker of this kind is left to load "
                                       "the programs", "RuntimeError")
                 continue
+            self.skip([(item, f"entry needs a {'GPU' if item.entry.device == 'cuda' else 'CPU'}"
+                              f" worker and the cluster has none (or none could start)")])
+
+    def skip(self, items: list[tuple[WorkItem, str]]) -> None:
+        """SKIP rows (final) for work no worker will run, each with its reason."""
+        for item, reason in items:
             ctx = RowContext(run_id=self.run_id, worker_id="driver", pool="none", env=item.env)
             rows = []
             for mode in item.modes:
                 record = new_record(item.entry, mode, item.entry.device)
-                record.skip(f"entry needs a {'GPU' if item.entry.device == 'cuda' else 'CPU'} "
-                            f"worker and the cluster has none (or none could start)")
+                record.skip(reason)
                 record.started_at = record.finished_at = time.time()
                 rows.append(row(record, ctx))
             self._emit(rows)
