@@ -21,6 +21,7 @@ from exporter.environments import CURRENT, Environment
 from exporter.errors import ManifestErrors, UsageError
 from exporter.manifest import load_manifest
 from exporter.spec import Entry
+from orchestrator.execute.crossload import CrossLoad
 from orchestrator.execute.environments import libraries_of, probe_all, split_unavailable
 from orchestrator.execute.scheduling import WorkItem, WorkQueue, pending_items, share_out
 
@@ -184,6 +185,49 @@ def test_each_entry_runs_in_every_environment_it_allows(write_manifest):
     assert queue.take("cpu", "old").entry.name == "mlp"
     assert queue.take("cpu", "missing") is None
     assert [i.env for i in queue.unrunnable({("cpu", CURRENT)})] == ["old"]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["put", "front", "take", "batch", "drop"]),
+                          st.sampled_from([CURRENT, "old"]), st.sampled_from(["cpu", "cuda", "any"]),
+                          st.sampled_from(["cpu", "gpu"]), st.integers(1, 3)), max_size=60))
+def test_the_waiting_counts_follow_every_change_of_the_queue(ops):
+    """waiting() is kept as items come and go (not recounted): it must always equal a count
+    of what a model of the queue still holds."""
+    queue, model = WorkQueue(), []
+    for n, (op, env, device, pool, size) in enumerate(ops):
+        item = WorkItem(Entry(name=f"e{n}", entrypoint="m:f", source="m.yaml", base_dir=".",
+                              device=device), ("strict",), env=env,
+                        crossload=CrossLoad("x", "2.13", None, (), device) if n % 3 else None)
+        if op == "put":
+            queue.put(item)
+            model.append(item)
+        elif op == "front":
+            queue.put_front(item)
+            model.insert(0, item)
+        elif op == "take":
+            got = queue.take(pool, env)
+            if got is not None:
+                model.remove(got)
+        elif op == "batch":
+            for got in queue.take_batch(pool, size, env):
+                model.remove(got)
+        else:
+            for got in queue.unrunnable({(pool, env)}):
+                model.remove(got)
+        for kind in ("cpu", "gpu"):
+            want: dict[str, int] = {}
+            for i in model:
+                if (i.device == "any") or ((i.device == "cuda") == (kind == "gpu")):
+                    want[i.env] = want.get(i.env, 0) + 1
+            assert queue.waiting(kind) == want
+            checks = {}
+            for i in model:
+                if i.crossload is not None and (
+                        (i.device == "any") or ((i.device == "cuda") == (kind == "gpu"))):
+                    checks[i.env] = checks.get(i.env, 0) + 1
+            assert {e: n for e, (n, _) in queue.checks_waiting(kind).items()} == checks
+        assert len(queue) == len(model)
 
 
 @pytest.mark.parametrize("workers, waiting, want", [

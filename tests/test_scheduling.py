@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+from exporter.environments import CURRENT
 from exporter.manifest import load_manifest
-from orchestrator.execute.scheduling import (WorkItem, expected_seconds, memory_ceiling_mb,
-                                             order_items)
+from orchestrator.execute.scheduling import (CheckPolicy, Idle, WorkItem, expected_seconds,
+                                             memory_ceiling_mb, order_items, plan_moves)
 
 
 def _entries(write_manifest):
@@ -62,3 +65,48 @@ def test_the_default_memory_ceiling_fits_the_tightest_node():
         round(0.6 * 8 * 1024 / 4)
     assert memory_ceiling_mb([(8 * gib, 4.0)], 2.0) == round(0.6 * 8 * 1024 / 2)
     assert memory_ceiling_mb([], 1.0) is None
+
+
+# -- moving workers between environments -------------------------------------------------------
+
+def _plan(idle, workers, waiting, checks=None, now=1000.0, policy=CheckPolicy()):
+    return [(m.worker_id, env) for m, env, _ in plan_moves(
+        [Idle(w, "cpu", e) for w, e in idle], Counter({("cpu", e): n for e, n in workers.items()}),
+        lambda pool: dict(waiting), lambda pool: dict(checks or {}), now, policy)]
+
+
+def test_an_idle_worker_with_nothing_left_moves_where_work_waits():
+    # old's queue ran dry while current still has work: old's worker moves there
+    assert _plan([("old-1", "old")], {"old": 1, CURRENT: 1}, {CURRENT: 10}) == [
+        ("old-1", CURRENT)]
+    # its own environment still has work: it stays
+    assert _plan([("old-1", "old")], {"old": 1, CURRENT: 1}, {CURRENT: 10, "old": 1}) == []
+    # nothing queued anywhere: nobody moves
+    assert _plan([("old-1", "old")], {"old": 1, CURRENT: 1}, {}) == []
+    # several places with work: the most per worker wins
+    assert _plan([("a-1", "a")], {"a": 1, "b": 3, "c": 0}, {"b": 9, "c": 4}) == [("a-1", "c")]
+
+
+def test_checks_gathered_for_an_environment_without_workers_pull_one_back():
+    policy = CheckPolicy(max_waiting=4, max_wait_s=60.0)
+    idle = [("cpu-1", CURRENT), ("cpu-2", CURRENT)]
+    # three checks for old, waiting 10 s: not yet worth a worker start there and back
+    assert _plan(idle, {CURRENT: 2}, {CURRENT: 5, "old": 3}, {"old": (3, 990.0)},
+                 policy=policy) == []
+    # four of them: one worker (not both) goes
+    assert _plan(idle, {CURRENT: 2}, {CURRENT: 5, "old": 4}, {"old": (4, 990.0)},
+                 policy=policy) == [("cpu-2", "old")]
+    # or one that has waited past the limit
+    assert _plan(idle, {CURRENT: 2}, {CURRENT: 5, "old": 1}, {"old": (1, 900.0)},
+                 policy=policy) == [("cpu-2", "old")]
+    # old has a worker (starting, or busy): it will drain them
+    assert _plan(idle, {CURRENT: 2, "old": 1}, {CURRENT: 5, "old": 9}, {"old": (9, 0.0)},
+                 policy=policy) == []
+    # no idle worker elsewhere: they wait for one
+    assert _plan([], {CURRENT: 2}, {"old": 9}, {"old": (9, 0.0)}, policy=policy) == []
+
+
+def test_moves_never_double_book_a_worker():
+    # one idle worker, both rules want it: the first rule takes it, the second finds none
+    moves = _plan([("cpu-1", CURRENT)], {CURRENT: 1}, {"old": 40}, {"old": (40, 0.0)})
+    assert moves == [("cpu-1", "old")]

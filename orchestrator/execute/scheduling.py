@@ -7,10 +7,12 @@ budget, and whether a worker should be recycled.
 
 from __future__ import annotations
 
+import math
 import os
-from collections import deque
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from exporter.environments import CURRENT
 from exporter.spec import Entry
@@ -50,6 +52,31 @@ class WorkQueue:
 
     def __init__(self, items: Iterable[WorkItem] = ()) -> None:
         self._items: deque[WorkItem] = deque(items)
+        # Queued items per (environment, device), kept as items come and go: the supervisor
+        # asks how much each environment has waiting on every idle turn (_rebalance), and
+        # counting a 100,000-item queue each time would cost more than the work it places.
+        self._counts: Counter[tuple[str, str]] = Counter((i.env, i.device) for i in self._items)
+        # Cross-version checks per (environment, device), and since when some have waited
+        # without a worker draining them: their programs wait in Ray's object store meanwhile.
+        self._checks: Counter[tuple[str, str]] = Counter()
+        self._checks_since: dict[tuple[str, str], float] = {}
+        for item in self._items:
+            self._added(item)
+
+    def _added(self, item: WorkItem) -> None:
+        if item.crossload is not None:
+            key = (item.env, item.device)
+            if not self._checks[key]:
+                self._checks_since[key] = time.monotonic()
+            self._checks[key] += 1
+
+    def _removed(self, item: WorkItem) -> None:
+        self._counts[(item.env, item.device)] -= 1
+        if item.crossload is not None:
+            key = (item.env, item.device)
+            self._checks[key] -= 1
+            if not self._checks[key]:
+                self._checks_since.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -58,6 +85,7 @@ class WorkQueue:
         for i, item in enumerate(self._items):
             if item.env == env and can_run(pool, item.device):
                 del self._items[i]
+                self._removed(item)
                 return item
         return None
 
@@ -72,6 +100,7 @@ class WorkQueue:
                 i += 1
                 continue
             del self._items[i]          # near the front: cheap on a deque
+            self._removed(item)
             batch.append(item)
             if item.solo:
                 break
@@ -79,18 +108,32 @@ class WorkQueue:
 
     def put(self, item: WorkItem) -> None:
         self._items.append(item)
+        self._counts[(item.env, item.device)] += 1
+        self._added(item)
 
     def put_front(self, item: WorkItem) -> None:
         """Ahead of everything (cross-version checks: their programs wait in memory)."""
         self._items.appendleft(item)
+        self._counts[(item.env, item.device)] += 1
+        self._added(item)
 
     def waiting(self, pool: str) -> dict[str, int]:
         """Per environment, how many queued items a worker of this kind could run."""
         counts: dict[str, int] = {}
-        for item in self._items:
-            if can_run(pool, item.device):
-                counts[item.env] = counts.get(item.env, 0) + 1
+        for (env, device), n in self._counts.items():
+            if n and can_run(pool, device):
+                counts[env] = counts.get(env, 0) + n
         return counts
+
+    def checks_waiting(self, pool: str) -> dict[str, tuple[int, float]]:
+        """Per environment, the cross-version checks a worker of this kind could run: how
+        many, and since when (monotonic) some have waited."""
+        out: dict[str, tuple[int, float]] = {}
+        for (env, device), n in self._checks.items():
+            if n and can_run(pool, device):
+                count, since = out.get(env, (0, math.inf))
+                out[env] = (count + n, min(since, self._checks_since[(env, device)]))
+        return out
 
     def unrunnable(self, pools: Iterable[tuple[str, str]]) -> list[WorkItem]:
         """Remove and return the items no existing (pool, environment) can ever run (e.g.
@@ -100,6 +143,7 @@ class WorkQueue:
                  if not any(env == i.env and can_run(p, i.device) for p, env in pools)]
         for item in stuck:
             self._items.remove(item)
+            self._removed(item)
         return stuck
 
 
@@ -222,6 +266,74 @@ def _median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+@dataclass(frozen=True)
+class CheckPolicy:
+    """When cross-version checks may pull a worker into an environment that has none left:
+    once this many wait, or the first has waited this long. Their programs wait in Ray's
+    object store (spilled to disk beyond it) until then; every move costs a worker start
+    there and another back, so checks are gathered rather than chased one at a time."""
+
+    max_waiting: int = 32
+    max_wait_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class Idle:
+    """A started worker with nothing in flight, as the rebalancing sees it."""
+
+    worker_id: str
+    pool: str
+    env: str
+
+
+def plan_moves(idle: list[Idle], workers: Counter[tuple[str, str]],
+               waiting: Callable[[str], dict[str, int]],
+               checks: Callable[[str], dict[str, tuple[int, float]]],
+               now: float, policy: CheckPolicy = CheckPolicy()) -> list[tuple[Idle, str, str]]:
+    """Which idle workers move to which environment, and why (a new actor there).
+
+    ``workers``: started workers per (pool, environment); ``waiting(pool)``: queued items per
+    environment a worker of that kind could run; ``checks(pool)``: of those, the cross-version
+    checks per environment (how many, since when). Two rules:
+
+    1. An idle worker whose environment has nothing left it could run, while another has,
+       moves to the one with the most queued work per worker: no environment finishes early
+       while another still has a queue.
+    2. Checks gathered for an environment with no worker of the kind they need (the last
+       one moved on, rule 1) pull one idle worker there, from the environment with the most
+       workers of that kind, once ``policy`` says they waited enough.
+    """
+    workers = Counter(workers)
+    moves: list[tuple[Idle, str, str]] = []
+    left = list(idle)
+    for slot in list(left):
+        here = waiting(slot.pool)
+        if here.get(slot.env) or not here:
+            continue
+        target = max(here, key=lambda env: here[env] / (1 + workers[(slot.pool, env)]))
+        moves.append((slot, target, f"moved to environment {target}: nothing left in "
+                                    f"{slot.env}"))
+        workers[(slot.pool, slot.env)] -= 1
+        workers[(slot.pool, target)] += 1
+        left.remove(slot)
+    for pool in sorted({s.pool for s in left}):
+        for env, (count, since) in sorted(checks(pool).items()):
+            if workers[(pool, env)] > 0:
+                continue
+            if count < policy.max_waiting and now - since < policy.max_wait_s:
+                continue
+            donors = [s for s in left if s.pool == pool and s.env != env]
+            if not donors:
+                continue
+            slot = max(donors, key=lambda s: (workers[(pool, s.env)], s.worker_id))
+            moves.append((slot, env, f"moved to environment {env}: {count} cross-version "
+                                     f"checks wait there for {now - since:.0f} s"))
+            workers[(pool, slot.env)] -= 1
+            workers[(pool, env)] += 1
+            left.remove(slot)
+    return moves
 
 
 def share_out(workers: int, waiting: dict[str, int], envs: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +28,8 @@ from exporter.taxonomy import INFRA_ERROR, OOM, TIMEOUT, WORKER_CRASH, Failure
 from orchestrator.execute.config import RayConfig
 from orchestrator.execute.crossload import CrossLoad, crossload_row
 from orchestrator.execute.ray.worker import ExportWorker
-from orchestrator.execute.scheduling import BatchPolicy, WorkItem, WorkQueue, share_out
+from orchestrator.execute.scheduling import (BatchPolicy, CheckPolicy, Idle, WorkItem, WorkQueue,
+                                             plan_moves, share_out)
 from orchestrator.results.sink import ResultSink
 
 log = structlog.get_logger("exportsweep.supervisor")
@@ -101,6 +103,7 @@ class Supervisor:
     start_failures: int = 0
     max_start_failures: int = 8         # starts that fail before the run is given up (exit 3)
     batching: BatchPolicy = field(default_factory=BatchPolicy)
+    check_policy: CheckPolicy = field(default_factory=CheckPolicy)
     node_verdict_s: float = 10.0        # how long a dead worker's node may take to be declared dead
 
     # -- workers --------------------------------------------------------------------------------
@@ -137,23 +140,22 @@ class Supervisor:
         log.info("worker replaced", worker=slot.worker_id, by=fresh.worker_id, reason=reason)
 
     def _rebalance(self, queue: WorkQueue) -> None:
-        """An idle worker whose environment has nothing left it could run moves to the
-        environment with the most queued work per worker (a new actor there): with several
-        environments, none finishes early while another still has a queue."""
+        """Idle workers move between environments (a new actor there) by
+        :func:`scheduling.plan_moves`: none finishes early while another still has a queue,
+        and programs handed over to an environment left without workers do not wait for
+        ever."""
         if len(self.runtime_envs) < 2 or not len(queue):
             return
         busy = {f.slot.worker_id for f in self.inflight.values()}
-        for slot in list(self.slots):
-            if slot.ready_ref is not None or slot.worker_id in busy:
-                continue
-            waiting = queue.waiting(slot.pool)
-            if waiting.get(slot.env) or not waiting:
-                continue
-            workers = {env: sum(1 for s in self.slots if s.pool == slot.pool and s.env == env)
-                       for env in waiting}
-            target = max(waiting, key=lambda env: waiting[env] / (1 + workers[env]))
-            self._replace(slot, f"moved to environment {target}: nothing left in {slot.env}",
-                          env=target)
+        ready = [s for s in self.slots if s.ready_ref is None]
+        idle = [Idle(s.worker_id, s.pool, s.env) for s in ready if s.worker_id not in busy]
+        if not idle:
+            return
+        workers = Counter((s.pool, s.env) for s in self.slots)
+        by_id = {s.worker_id: s for s in self.slots}
+        for move, env, reason in plan_moves(idle, workers, queue.waiting, queue.checks_waiting,
+                                            time.monotonic(), self.check_policy):
+            self._replace(by_id[move.worker_id], reason, env=env)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -442,7 +444,9 @@ class Supervisor:
                               f" worker and the cluster has none (or none could start)")])
 
     def skip(self, items: list[tuple[WorkItem, str]]) -> None:
-        """SKIP rows (final) for work no worker will run, each with its reason."""
+        """SKIP rows (final) for work no worker will run, each with its reason: one file for
+        all of them."""
+        per_entry = []
         for item, reason in items:
             ctx = RowContext(run_id=self.run_id, worker_id="driver", pool="none", env=item.env)
             rows = []
@@ -451,7 +455,9 @@ class Supervisor:
                 record.skip(reason)
                 record.started_at = record.finished_at = time.time()
                 rows.append(row(record, ctx))
-            self._emit(rows)
+            per_entry.append(rows)
+        if per_entry:
+            self._emit(*per_entry)
 
     def _emit(self, *entries: list[dict[str, Any]]) -> None:
         """Write the rows of one or more entries (a batch: one file per call), then report
