@@ -79,6 +79,17 @@ def test_python_dash_m_orchestrator_is_the_same_cli():
     assert proc.returncode == 0 and "run" in proc.stdout and "validate" in proc.stdout
 
 
+def test_a_reader_that_leaves_early_gets_a_quiet_stop_not_a_traceback():
+    """`exportsweep validate ... | head -1`: the pipe closes before the output is written."""
+    proc = subprocess.Popen([str(BIN / "exportsweep"), "validate", "manifests/pathological.yaml"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()                 # the reader is gone before a line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""
+
+
 def test_unknown_entry_in_repro_is_bad_input(tmp_path):
     proc = _run("repro", "manifests/pathological.yaml", "patho/no_such_model")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -17,6 +17,7 @@ from exporter.text import printable
 from orchestrator.cli.parser import build_parser
 
 INTERRUPTED = 130      # the shell's code for SIGINT
+BROKEN_PIPE = 141      # the shell's code for SIGPIPE
 INTERNAL = OrchestratorError.exit_code
 
 
@@ -38,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("exportsweep: interrupted\n")
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader left (`exportsweep diff ... | head`): stop quietly, as Unix tools do, and
+        # keep Python from failing again on flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     except Exception:  # noqa: BLE001 - our own bug: say so, with the traceback
         sys.stderr.write("exportsweep: internal error (please report):\n" + traceback.format_exc())
         return INTERNAL

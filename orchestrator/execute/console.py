@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from typing import Any, TextIO
 
 from exporter.schema import row_env
-from exporter.status import ATTENTION, FAILED, PASSING, STATUSES
+from exporter.status import ATTENTION, FAILED, PASSING, SKIPPED, STATUSES
 from exporter.text import printable
 
 
@@ -29,7 +29,7 @@ class Progress:
     def __init__(self, total: int, stream: TextIO = sys.stdout) -> None:
         self.total = total
         self.done = 0
-        self.stream = stream
+        self.stream: TextIO | None = stream
         self.started = time.monotonic()
         self.counts: Counter[str] = Counter()
         self.live = hasattr(stream, "isatty") and stream.isatty()
@@ -42,31 +42,51 @@ class Progress:
         self.counts.update(r["status"] for r in rows)
         modes = "  ".join(f"{r['mode']} {_status_text(r)}" for r in rows)
         width = len(str(self.total))
-        self._clear()
         elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done)
-        timing = "" if self.live else f"  ({elapsed:.0f}s, eta {eta:.0f}s)"
-        self.stream.write(f"[{self.done:>{width}}/{self.total}] {printable(rows[0]['entry']):<44} {modes}"
-                          f"{timing}\n")
-        if self.live:
-            self.stream.write(self.status_line())
-        self.stream.flush()
+        timing = "" if self.live else f"  ({elapsed:.0f}s, eta {self.eta(elapsed):.0f}s)"
+        self._write(f"[{self.done:>{width}}/{self.total}] {printable(rows[0]['entry']):<44} "
+                    f"{modes}{timing}\n")
+
+    def eta(self, elapsed: float) -> float:
+        """Seconds left at the pace of the rows that took work so far (skipped rows are
+        written in an instant and say nothing of the pace)."""
+        worked = self.done - sum(self.counts[s] for s in SKIPPED)
+        return elapsed / worked * (self.total - self.done) if worked > 0 else 0.0
 
     def status_line(self) -> str:
         elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        eta = self.eta(elapsed)
         counts = " ".join(f"{n} {s}" for s, n in ((s, self.counts[s]) for s in STATUSES) if n)
         filled = int(30 * self.done / self.total) if self.total else 30
         return (f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}  {counts}  "
                 f"{elapsed:.0f}s elapsed, eta {eta:.0f}s")
 
+    def _write(self, line: str) -> None:
+        """A progress line; a console that went away (a closed pipe, a dead terminal) ends the
+        progress lines, never the sweep: the rows are written already, the run goes on."""
+        if self.stream is None:
+            return
+        try:
+            self._clear()
+            self.stream.write(line)
+            if self.live:
+                self.stream.write(self.status_line())
+            self.stream.flush()
+        except (BrokenPipeError, OSError, ValueError):     # ValueError: a closed file
+            self.stream = None
+
     def _clear(self) -> None:
-        if self.live:
+        if self.live and self.stream is not None:
             self.stream.write("\r\033[K")
 
     def close(self) -> None:
-        self._clear()
-        self.stream.flush()
+        if self.stream is None:
+            return
+        try:
+            self._clear()
+            self.stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self.stream = None
 
 
 def _status_text(r: dict[str, Any]) -> str:
@@ -88,10 +108,17 @@ def summary(rows: list[dict[str, Any]], where: str, wall_s: float,
         by_group[(r["family"] or "", mode)].append(r["status"])
     if by_group:
         w("\npass rate by family and mode" + (" @ environment" if several else "") +
-          " (PASS+XFAIL / all)\n")
+          " (PASS+XFAIL / all that ran)\n")
+        width = max(11, *(len(printable(mode)) for _, mode in by_group))
         for (family, mode), statuses in sorted(by_group.items()):
             ok = sum(s in PASSING for s in statuses)
-            w(f"  {printable(family):<14} {printable(mode):<11} {ok:>4}/{len(statuses):<4} {100 * ok / len(statuses):5.1f}%\n")
+            skipped = sum(s in SKIPPED for s in statuses)
+            ran = len(statuses) - skipped
+            # Skipped rows ran nowhere: no verdict, so not in the rate (a family whose library
+            # is missing in one environment is not a 0% pass rate there).
+            rate = f"{100 * ok / ran:5.1f}%" if ran else "    —"
+            w(f"  {printable(family):<14} {printable(mode):<{width}} {ok:>4}/{ran:<4} {rate}"
+              + (f"  ({skipped} skipped)" if skipped else "") + "\n")
     cats = Counter(r["category"] for r in rows if r["status"] in FAILED and r["category"])
     if cats:
         w("\ntop failure categories\n")
