@@ -120,6 +120,33 @@ def test_diff_compares_two_environments_of_one_run(matrix_run):
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--vs-env", OLD], "--vs-env B goes with --env A"),
+    (["m", "--env", CURRENT, "--vs-env", OLD], "compares two environments of one run"),
+    (["--base-dir", ".", "--env", CURRENT, "--vs-env", OLD], "no NEW_RUN, no --base-dir"),
+    ([], "diff needs BASE_RUN and NEW_RUN"),
+])
+def test_diff_across_environments_misused_is_one_line(matrix_run, args, said):
+    proc = _exportsweep("diff", str(matrix_run), "m", *args)
+    assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_expect_update_names_an_environment_of_the_run(matrix_run, tmp_path):
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nexpectations: expected.yaml\nentries:\n"
+                        f"  - name: mlp\n    entrypoint: {REPO}/tests/models/tiny.py:make_mlp\n"
+                        "    inputs: [{shape: [2, 4]}]\n")
+    proc = _exportsweep("expect", "update", str(manifest), "--from", str(matrix_run), "--run",
+                        "m", "--env", "nope", "--dry-run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().endswith(f"--env nope: run m has no such environment (it has "
+                                        f"{CURRENT}, {OLD})"), proc.stderr
+    proc = _exportsweep("expect", "update", str(manifest), "--from", str(matrix_run), "--run",
+                        "m", "--env", OLD, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_report_and_junit_show_the_matrix(matrix_run, tmp_path):
     html = tmp_path / "report.html"
     proc = _exportsweep("report", str(matrix_run), "--run", "m", "--output", str(html))
