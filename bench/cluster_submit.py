@@ -90,8 +90,8 @@ def submit(cluster: LocalRayCluster, s3, zoo: str, env: dict, job: str,
                              "--address", cluster.dashboard, "--out", "s3://bench/nightly",
                              "--submission-id", job, "--runtime-env", "env.yaml",
                              "--cpu-workers", "2", "--gpu-workers", "1", *flush, "--wait"],
-                            cwd=zoo, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                            cwd=zoo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)     # unread: a pipe would fill and block it
     first_row = float("nan")
     while proc.poll() is None:
         if first_row != first_row:
@@ -100,7 +100,6 @@ def submit(cluster: LocalRayCluster, s3, zoo: str, env: dict, job: str,
                 first_row = time.monotonic() - started
         time.sleep(0.2)
     total = time.monotonic() - started
-    out = proc.stdout.read() if proc.stdout else ""
     from orchestrator.results.runs import read_run
     pairs = len(read_run("s3://bench/nightly", job).final_rows)
     return first_row, total, proc.returncode, pairs

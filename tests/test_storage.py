@@ -63,9 +63,9 @@ def test_sweep_to_s3_then_every_reader_reads_it_back(write_manifest, s3_bucket, 
     # published per entry with --flush-interval 0.
     assert len([k for k in keys if k.startswith("nightly/run_id=n1/part-")]) == 1
     assert len([k for k in keys if k.startswith("nightly/run_id=n2/part-")]) == 2
-    assert f"nightly/run_id=n2/_run.json" in keys
-    assert f"nightly/run_id=n2/_logs/driver.jsonl" in keys          # uploaded at the end
-    assert f"nightly/_clusters/run_id=n2/clusters.parquet" in keys
+    assert "nightly/run_id=n2/_run.json" in keys
+    assert "nightly/run_id=n2/_logs/driver.jsonl" in keys          # uploaded at the end
+    assert "nightly/_clusters/run_id=n2/clusters.parquet" in keys
     assert not [k for k in keys if "/." in k or k.endswith(".tmp")]
     assert [r.run_id for r in list_runs(out)] == ["n1", "n2"]
     run = read_run(out, "n2")
