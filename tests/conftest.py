@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
@@ -31,6 +34,11 @@ def examples(n: int) -> int:
 # Keep HF libraries from trying the network: nothing may be downloaded here.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Family catalogs are cached on disk between commands (exporter.families.cache): the suite and
+# every exportsweep it starts share one cache of their own, never the user's.
+_CACHE = tempfile.mkdtemp(prefix="exportsweep-test-cache-")
+os.environ["EXPORTSWEEP_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture

@@ -17,10 +17,15 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from exporter.families import cache
 from exporter.families import (COMMON_KEYS, SOURCES, FamilyError, FamilyModel,
                                FamilyUnavailable, UnknownModel, expand, family_keys)
 from exporter.manifest import load_manifest
+
+from conftest import examples
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -130,9 +135,118 @@ def test_family_unavailable_when_library_missing() -> None:
             "from exporter.families import expand, FamilyUnavailable\n"
             "try:\n    expand('timm', ['*'], [], None, {})\n"
             "except FamilyUnavailable as e:\n    print(e)\n")
+    # (uncached: a cached catalog lists timm's models without importing it)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True,
+                         env={**os.environ, "EXPORTSWEEP_CACHE_DIR": ""}).stdout
     assert "pip install 'exportsweep[timm]'" in out
+
+
+# -- catalogs cached between commands ---------------------------------------------------------
+
+LISTING = """
+import json, sys
+from exporter.manifest import load_manifest
+m = load_manifest(sys.argv[1])
+heavy = [x for x in ("torch", "timm", "torchvision", "transformers") if x in sys.modules]
+print(json.dumps({"heavy": heavy, "entries": [[e.name, e.entrypoint, dict(e.kwargs),
+                                               list(e.tags)] for e in m.entries]}))
+"""
+
+
+def _listing(manifest: Path, cache: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", LISTING, str(manifest)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "EXPORTSWEEP_CACHE_DIR": cache})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_a_cached_catalog_lists_the_same_entries_without_importing_the_libraries(tmp_path):
+    cache = str(tmp_path / "cache")
+    first = _listing(MANIFESTS / "smoke.yaml", cache)
+    assert set(first["heavy"]) == {"torch", "timm", "torchvision", "transformers"}
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == [
+        "timm", "torchvision", "transformers"]
+    again = _listing(MANIFESTS / "smoke.yaml", cache)
+    # the Ray driver lists the zoo and runs no model: it no longer imports torch for it
+    assert again["heavy"] == [] and again["entries"] == first["entries"]
+    assert _listing(MANIFESTS / "smoke.yaml", "")["entries"] == first["entries"]   # uncached
+
+
+def test_the_key_follows_versions_code_and_extra_keys(tmp_path, monkeypatch):
+    code = tmp_path / "family.py"
+    code.write_text("x = 1\n")
+    key = cache.catalog_key("torchvision", str(code), {"tasks": ["video"]}, ["torch"])
+    assert key and key.startswith("torchvision-")
+    assert cache.catalog_key("torchvision", str(code), {"tasks": ["video"]}, ["torch"]) == key
+    assert cache.catalog_key("torchvision", str(code), {"tasks": ["detection"]},
+                             ["torch"]) != key
+    assert cache.catalog_key("torchvision", str(code), {"tasks": ["video"]},
+                             ["torch", "pyarrow"]) != key
+    code.write_text("x = 2\n")                                   # the family's code changed
+    assert cache.catalog_key("torchvision", str(code), {"tasks": ["video"]}, ["torch"]) != key
+    # a library that is not installed has no key: listing it says so, uncached
+    assert cache.catalog_key("timm", str(code), {}, ["no-such-distribution-x"]) is None
+    assert cache.catalog_key("timm", str(tmp_path / "gone.py"), {}, ["torch"]) is None
+
+
+def _models(n: int) -> dict[str, FamilyModel]:
+    return {f"m{i}": FamilyModel(f"timm/m{i}", "exporter.families.timm:build", {"model": f"m{i}"},
+                                 ("timm", "classification")) for i in range(n)}
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(st.one_of(st.binary(max_size=300),
+                 st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
+                              lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                      st.dictionaries(st.text(max_size=8), inner,
+                                                                      max_size=4)),
+                              max_leaves=20).map(lambda v: json.dumps(
+                                  {"format": 1, "models": v}).encode()),
+                 st.just(b'{"format": 1, "models": {"m0": {"name": "x"}}}'),
+                 st.just(b'{"format": 2, "models": {}}')))
+def test_a_damaged_cache_file_costs_a_listing_never_a_wrong_one(tmp_path_factory, garbage):
+    folder = tmp_path_factory.mktemp("c")
+    code = folder / "family.py"
+    code.write_text("")
+    built = _models(3)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return built
+    os.environ["EXPORTSWEEP_CACHE_DIR"], saved = str(folder / "cache"), os.environ.get(
+        "EXPORTSWEEP_CACHE_DIR")
+    try:
+        key = cache.catalog_key("timm", str(code), {}, ["torch"])
+        (folder / "cache").mkdir()
+        (folder / "cache" / f"{key}.json").write_bytes(garbage)
+        got = cache.cached_catalog("timm", str(code), {}, ["torch"], build, FamilyModel)
+        assert got == built and calls == [1]          # recomputed, and the file rewritten
+        again = cache.cached_catalog("timm", str(code), {}, ["torch"], build, FamilyModel)
+        assert again == built and calls == [1]        # now from the cache
+    finally:
+        os.environ["EXPORTSWEEP_CACHE_DIR"] = saved or ""
+
+
+def test_an_unwritable_cache_only_costs_the_next_listing(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("EXPORTSWEEP_CACHE_DIR", str(blocker / "cache"))
+    code = tmp_path / "family.py"
+    code.write_text("")
+    calls = []
+    for _ in range(2):
+        got = cache.cached_catalog("timm", str(code), {}, ["torch"],
+                                   lambda: calls.append(1) or _models(2), FamilyModel)
+        assert got == _models(2)
+    assert calls == [1, 1] and blocker.read_text() == "not a folder"
+    monkeypatch.setenv("EXPORTSWEEP_CACHE_DIR", "")                # off
+    assert cache.cache_dir() is None
+    monkeypatch.delenv("EXPORTSWEEP_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == str(tmp_path / "xdg" / "exportsweep" / "catalogs")
 
 
 def test_manifests_expand() -> None:

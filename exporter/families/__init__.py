@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from exporter.errors import ExportsweepError
+from exporter.families.cache import cached_catalog
 
 __all__ = [
     "COMMON_KEYS", "SOURCES", "FamilyError", "FamilyModel", "FamilyUnavailable",
@@ -40,6 +41,10 @@ COMMON_KEYS: frozenset[str] = frozenset(
 #: the extra of pyproject's optional-dependencies that installs it (the same name for all).
 LIBRARIES: dict[str, str] = {
     "torchvision": "torchvision", "timm": "timm", "transformers": "transformers"}
+# The distributions whose versions decide a family's catalog (exporter.families.cache).
+CATALOG_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "torchvision": ("torch", "torchvision"), "timm": ("torch", "timm"),
+    "transformers": ("torch", "transformers")}
 
 
 class FamilyError(ExportsweepError, ValueError):
@@ -93,6 +98,7 @@ class _Family(Protocol):
     """What each family module provides (see torchvision.py for the reference one)."""
 
     EXTRA_KEYS: frozenset[str]
+    __file__: str
 
     def catalog(self, extra: Mapping[str, Any]) -> dict[str, FamilyModel]: ...
 
@@ -155,7 +161,13 @@ def expand(source: str, include: Sequence[str] | None, exclude: Sequence[str] | 
             raise FamilyError(f"family {source!r}: include/exclude entries must be "
                               f"non-empty strings, got {pattern!r}")
 
-    catalog = family.catalog({k: v for k, v in extra.items() if k not in COMMON_KEYS})
+    own = {k: v for k, v in extra.items() if k not in COMMON_KEYS}
+    if source in LIBRARIES:
+        # Listing imports the library (and torch): kept on disk between commands.
+        catalog = cached_catalog(source, family.__file__, own, CATALOG_DISTRIBUTIONS[source],
+                                 lambda: family.catalog(own), FamilyModel)
+    else:
+        catalog = family.catalog(own)
     for pattern in include:
         if not _has_wildcard(pattern) and pattern not in catalog:
             suggestions = difflib.get_close_matches(pattern, list(catalog), n=5, cutoff=0.6)
