@@ -15,6 +15,9 @@ and prints, as Markdown, the wall time of each, the ratios (a)/(b) and (a)/(c), 
 machine above the idle baseline (/proc/meminfo, sampled every 0.25 s), with the date, the
 commit and the machine. The machine should be otherwise idle. It also checks that the three
 agree on every pair's status and category (a benchmark of different work would mean nothing).
+The selection is listed here first, which also fills the family catalog cache
+(exporter/families/cache.py) as any earlier run would: all three ways start warm, as nightly
+runs after the first do.
 """
 
 from __future__ import annotations
