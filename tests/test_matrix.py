@@ -158,3 +158,28 @@ def test_report_and_junit_show_the_matrix(matrix_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     junit = xml.read_text()
     assert "[non-strict@torch213]" in junit and "[strict@current]" in junit
+
+
+@pytest.mark.slow
+def test_aoti_packages_are_loaded_in_the_other_environment_both_ways(tmp_path):
+    """--aoti: each environment's AOTInductor package (native code for its torch) is loaded
+    and run by the other torch too (about a minute: two compilations)."""
+    if not OLD_PYTHON.exists():
+        pytest.skip(f"{OLD_PYTHON} is missing: `make env-torch213` builds it")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"version: 1\nenvironments:\n  {OLD}: {{python: {OLD_PYTHON}}}\n"
+                        "entries:\n  - name: mlp\n"
+                        f"    entrypoint: {REPO}/tests/models/tiny.py:make_mlp\n"
+                        "    inputs: [{shape: [2, 4]}]\n    modes: [non-strict]\n")
+    out = tmp_path / "out"
+    proc = _exportsweep("run", str(manifest), "--out", str(out), "--run-id", "a", "--aoti",
+                        timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_run(str(out), "a").final_rows
+    assert {(r["env"], r["status"], dict(r["stage_status"])["aoti"]) for r in rows} == {
+        (CURRENT, "PASS", "passed"), (OLD, "PASS", "passed")}
+    cross = ds.dataset(str(out / "run_id=a" / CROSSLOAD_DIR), format="parquet",
+                       schema=CROSSLOAD_SCHEMA).to_table().to_pylist()
+    assert sorted((r["kind"], r["direction"], r["status"]) for r in cross) == [
+        ("aoti", "backward", "PASS"), ("aoti", "forward", "PASS"),
+        ("export", "backward", "PASS"), ("export", "forward", "PASS")]
