@@ -55,7 +55,7 @@ class WorkQueue:
         # Queued items per (environment, device), kept as items come and go: the supervisor
         # asks how much each environment has waiting on every idle turn (_rebalance), and
         # counting a 100,000-item queue each time would cost more than the work it places.
-        self._counts: Counter[tuple[str, str]] = Counter((i.env, i.device) for i in self._items)
+        self._counts: Counter[tuple[str, str]] = Counter()
         # Cross-version checks per (environment, device), and since when some have waited
         # without a worker draining them: their programs wait in Ray's object store meanwhile.
         self._checks: Counter[tuple[str, str]] = Counter()
@@ -64,16 +64,17 @@ class WorkQueue:
             self._added(item)
 
     def _added(self, item: WorkItem) -> None:
+        key = (item.env, item.device)
+        self._counts[key] += 1
         if item.crossload is not None:
-            key = (item.env, item.device)
             if not self._checks[key]:
                 self._checks_since[key] = time.monotonic()
             self._checks[key] += 1
 
     def _removed(self, item: WorkItem) -> None:
-        self._counts[(item.env, item.device)] -= 1
+        key = (item.env, item.device)
+        self._counts[key] -= 1
         if item.crossload is not None:
-            key = (item.env, item.device)
             self._checks[key] -= 1
             if not self._checks[key]:
                 self._checks_since.pop(key, None)
@@ -108,13 +109,11 @@ class WorkQueue:
 
     def put(self, item: WorkItem) -> None:
         self._items.append(item)
-        self._counts[(item.env, item.device)] += 1
         self._added(item)
 
     def put_front(self, item: WorkItem) -> None:
         """Ahead of everything (cross-version checks: their programs wait in memory)."""
         self._items.appendleft(item)
-        self._counts[(item.env, item.device)] += 1
         self._added(item)
 
     def waiting(self, pool: str) -> dict[str, int]:
