@@ -433,6 +433,7 @@ class Supervisor:
     def _skip_unrunnable(self, queue: WorkQueue) -> None:
         # A worker can move to any environment (_rebalance): what matters is its kind.
         pools = {(s.pool, env) for s in self.slots for env in self.runtime_envs}
+        skipped = []
         for item in queue.unrunnable(pools):
             if item.crossload is not None:
                 self._crossload_fault(Flight(Slot("none", "driver", None, env=item.env), [item],
@@ -440,8 +441,10 @@ class Supervisor:
                                       INFRA_ERROR, "no worker of this kind is left to load "
                                       "the programs", "RuntimeError")
                 continue
-            self.skip([(item, f"entry needs a {'GPU' if item.entry.device == 'cuda' else 'CPU'}"
-                              f" worker and the cluster has none (or none could start)")])
+            kind = "GPU" if item.entry.device == "cuda" else "CPU"
+            skipped.append((item, f"entry needs a {kind} worker and the cluster has none (or "
+                                  f"none could start)"))
+        self.skip(skipped)
 
     def skip(self, items: list[tuple[WorkItem, str]]) -> None:
         """SKIP rows (final) for work no worker will run, each with its reason: one file for
