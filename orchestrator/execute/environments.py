@@ -29,6 +29,7 @@ PROBE_TIMEOUT_S = 180.0          # importing torch on a cold disk takes a while
 # Runs the probe script inside a runtime environment: its stdout, or one line saying why not.
 RemoteProbe = Callable[[Environment, str], str]
 PACKAGES = ("torch", "ray", "exportsweep", "transformers", "timm", "torchvision", "numpy")
+NOT_INSTALLED = "not installed"  # the probe's reason for a library that is simply absent
 
 # Runs in the environment's interpreter: versions as JSON on stdout, never an exception.
 # LIBRARIES: the model libraries the run's families need, each imported to tell whether it
@@ -36,7 +37,7 @@ PACKAGES = ("torch", "ray", "exportsweep", "transformers", "timm", "torchvision"
 PROBE = r"""
 import json, platform, sys
 from importlib import metadata
-LIBRARIES = %r
+LIBRARIES, NOT_INSTALLED = %r, %r
 out = {"python": platform.python_version(), "executable": sys.executable, "packages": {},
        "problems": [], "unavailable": {}}
 for name in %r:
@@ -66,7 +67,7 @@ for name in LIBRARIES:
     except Exception as exc:
         missing = isinstance(exc, ModuleNotFoundError) and exc.name == name
         lines = str(exc).strip().splitlines()
-        out["unavailable"][name] = "not installed" if missing else \
+        out["unavailable"][name] = NOT_INSTALLED if missing else \
             f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 print("EXPORTSWEEP-PROBE " + json.dumps(out))
 """
@@ -74,7 +75,7 @@ print("EXPORTSWEEP-PROBE " + json.dumps(out))
 
 def probe_script(libraries: Iterable[str] = ()) -> str:
     """The probe, importing ``libraries`` as well (sorted, so the script is stable)."""
-    return PROBE % (sorted(set(libraries)), PACKAGES)
+    return PROBE % (sorted(set(libraries)), NOT_INSTALLED, PACKAGES)
 
 
 @dataclass
@@ -209,7 +210,7 @@ def split_unavailable(items: list[WorkItem], facts: dict[str, dict[str, Any]]
         if why is None:
             kept.append(item)
         else:
-            how = "is not installed there" if why == "not installed" else \
+            how = "is not installed there" if why == NOT_INSTALLED else \
                 f"does not import there ({why})"
             skipped.append((item, f"the {item.entry.family} family cannot run in environment "
                                   f"{item.env!r}: {library} {how}"))

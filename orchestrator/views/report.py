@@ -38,7 +38,8 @@ from orchestrator.views.charts import Bar, Point, Segment, attrs, esc, hbar_char
 CHANGE_NOTES = {
     "NEW_FAILURE": "passed in the baseline, fails now", "REGRESSED": "fails at an earlier stage",
     "MISSING": "in the baseline, no result now",
-    "SKIPPED": "ran in the baseline, skipped now (its reason says why): not compared", "CATEGORY_CHANGED": "fails for another category",
+    "SKIPPED": "ran in the baseline, skipped now (its reason says why): not compared",
+    "CATEGORY_CHANGED": "fails for another category",
     "SIGNATURE_CHANGED": "same category, another root cause", "FIXED": "failed, passes now",
     "PROGRESSED": "still fails, but at a later stage", "NEW_ENTRY": "not in the baseline",
     "DRIFT": "outcome unchanged; numerics, time or memory drifted, or an XPASS",
