@@ -313,6 +313,10 @@ def test_work_whose_family_library_is_missing_is_set_aside_with_its_reason():
     assert libraries_of(i.entry for i in items) == {"timm", "transformers"}
     # facts from before this field existed (an old _run.json): nothing is set aside
     assert split_unavailable(items, {"old": {}}) == (items, [])
+    # nor from a damaged one (a resumed run reads them back): no exception either
+    for damaged in ("x", None, 3, {"unavailable": "timm"}, {"unavailable": {"timm": 1}},
+                    {"unavailable": None}, ["timm"]):
+        assert split_unavailable(items, {"old": damaged}) == (items, [])
 
 
 def test_environments_that_cannot_work_are_named_one_line_each(tmp_path, monkeypatch):

@@ -206,8 +206,12 @@ def split_unavailable(items: list[WorkItem], facts: dict[str, dict[str, Any]]
     kept, skipped = [], []
     for item in items:
         library = families.LIBRARIES.get(item.entry.family)
-        why = (facts.get(item.env) or {}).get("unavailable", {}).get(library) if library else None
-        if why is None:
+        # Facts read back from a resumed run's _run.json may be damaged: only a mapping of
+        # reasons counts, anything else says nothing is unavailable.
+        env_facts = facts.get(item.env)
+        gaps = env_facts.get("unavailable") if isinstance(env_facts, dict) else None
+        why = gaps.get(library) if library and isinstance(gaps, dict) else None
+        if not isinstance(why, str):
             kept.append(item)
         else:
             how = "is not installed there" if why == NOT_INSTALLED else \
