@@ -58,21 +58,24 @@ def trajectory(values: list[float], points: int = 6) -> str:
     return " → ".join(f"{v / 1024:.1f}" for v in picked)
 
 
-def describe(out: str, run_id: str, wall: float, base_wall: float | None, ceiling: str) -> list[str]:
+def describe(out: str, run_id: str, wall: float, base_wall: float | None, ceiling: str
+             ) -> tuple[list[str], int]:
+    """The run's table line and its workers' lines; how many workers it replaced."""
     run = read_run(out, run_id)
     rows = sorted((r for r in run.final_rows if r.get("peak_rss_mb")),
                   key=lambda r: r["started_at"])
     gaps = replacements(os.path.join(run_dir(out, run_id), "_logs", "driver.jsonl"))
     cost = f"{100 * (wall / base_wall - 1):+.1f}%" if base_wall else "(baseline)"
     limit = run.meta.cluster.get("max_worker_rss_mb") if run.meta and run.meta.cluster else None
-    lines = [f"| {ceiling} ({limit} MiB) | {wall:.1f} | {cost} | {len(gaps)} | "
+    named = "never" if not limit else f"{limit:.0f} MiB"
+    lines = [f"| {ceiling} ({named}) | {wall:.1f} | {cost} | {len(gaps)} | "
              f"{sum(g for _, g in gaps):.0f} | {len(rows)} |"]
     workers: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         workers[r.get("worker_id") or "?"].append(r["peak_rss_mb"])
     per_worker = [f"  - `{w}`: {len(v)} pairs, RSS GiB {trajectory(v)} (max {max(v) / 1024:.1f})"
                   for w, v in workers.items()]
-    return lines + per_worker
+    return lines + per_worker, len(gaps)
 
 
 def main() -> int:
@@ -96,11 +99,18 @@ def main() -> int:
           f"`{_commit()}`, {os.cpu_count()} cores.\n")
     print("| ceiling | wall s | cost | workers replaced | slots empty s | pairs |")
     print("|---|---:|---:|---:|---:|---:|")
-    details = []
+    details, unreached = [], []
     for ceiling in ceilings:
-        first, *workers = describe(out, f"rss-{ceiling}", walls[ceiling], base, ceiling)
+        (first, *workers), replaced = describe(out, f"rss-{ceiling}", walls[ceiling], base,
+                                               ceiling)
         print(first)
         details += [f"- ceiling {ceiling}:"] + workers
+        if ceiling != "0" and not replaced:
+            unreached.append(ceiling)
+    if unreached and base is not None:
+        print(f"\nNo worker reached the ceiling {', '.join(unreached)}: those runs did the same "
+              f"work as the one that never recycles, so their cost is the machine's run-to-run "
+              f"spread, not recycling.")
     print("\nEach worker process (a replaced one is a new process): RSS after its first pair "
           "→ ... → after its last.\n")
     print("\n".join(details))
