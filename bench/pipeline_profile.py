@@ -16,9 +16,7 @@ bound on what removing more of exportsweep's own work could save. Run it on an i
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import os
 import platform
 import subprocess
@@ -30,13 +28,13 @@ from typing import Any, Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
 from exporter import freshload, pipeline  # noqa: E402
-from exporter.manifest import load_manifest  # noqa: E402
 from exporter.spec import PipelineOptions  # noqa: E402
-from orchestrator.execute import logs  # noqa: E402
+from pipeline_savings import run_selection  # noqa: E402
 
 OWN = "exportsweep's own"
 
@@ -126,25 +124,7 @@ def table(rows: list[dict[str, Any]], manifest: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("manifest")
-    parser.add_argument("--only", action="append", help="entry name glob (repeatable)")
-    parser.add_argument("--json", help="also write the per-entry rows here")
-    args = parser.parse_args()
-    logs.configure()                                   # warnings only, on stderr
-    entries = list(load_manifest(args.manifest).select(args.only))
-    if not entries:
-        print("no entries selected", file=sys.stderr)
-        return 2
-    with freshload.FreshLoader() as loader:
-        loader.start()
-        rows = measure(entries, loader)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    print(table(rows, args.manifest))
-    return 0
-
+    return run_selection(__doc__.splitlines()[0], measure, table)[0]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,6 +26,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from datetime import datetime, timezone
+from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -92,8 +93,12 @@ def table(rows: list[dict], manifest: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_selection(description: str, measure: Callable[[list, FreshLoader], list[dict]],
+                  table: Callable[[list[dict], str], str]) -> tuple[int, list[dict]]:
+    """The command line shared by the in-process pipeline benchmarks: MANIFEST [--only GLOB]
+    [--json FILE]; measures the selection with one long-lived reload process, prints the table.
+    Returns (2 when nothing is selected else 0, the rows)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("manifest")
     parser.add_argument("--only", action="append", help="entry name glob (repeatable)")
     parser.add_argument("--json", help="also write the per-entry rows here")
@@ -102,7 +107,7 @@ def main() -> int:
     entries = list(load_manifest(args.manifest).select(args.only))
     if not entries:
         print("no entries selected", file=sys.stderr)
-        return 2
+        return 2, []
     with FreshLoader() as loader:
         loader.start()
         rows = measure(entries, loader)
@@ -110,8 +115,12 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     print(table(rows, args.manifest))
-    return 1 if any(r["differences"] for r in rows) else 0
+    return 0, rows
 
+
+def main() -> int:
+    status, rows = run_selection(__doc__.splitlines()[0], measure, table)
+    return 1 if any(r["differences"] for r in rows) else status
 
 if __name__ == "__main__":
     sys.exit(main())
