@@ -126,5 +126,6 @@ def table(rows: list[dict[str, Any]], manifest: str) -> str:
 def main() -> int:
     return run_selection(__doc__.splitlines()[0], measure, table)[0]
 
+
 if __name__ == "__main__":
     sys.exit(main())
