@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -35,6 +34,7 @@ import torch  # noqa: E402
 from exporter import freshload, pipeline  # noqa: E402
 from exporter.spec import PipelineOptions  # noqa: E402
 from pipeline_savings import run_selection  # noqa: E402
+from zoo_bench import _commit  # noqa: E402
 
 OWN = "exportsweep's own"
 
@@ -102,8 +102,7 @@ def measure(entries: list[Any], loader: freshload.FreshLoader) -> list[dict[str,
 
 
 def table(rows: list[dict[str, Any]], manifest: str) -> str:
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+    commit = _commit()
     families = sorted({r["family"] for r in rows})
     names = [p for p, _, _ in TIMED] + [OWN]
     total = {f: sum(r["wall_s"] for r in rows if r["family"] == f) for f in families}

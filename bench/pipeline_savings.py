@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -30,12 +29,15 @@ from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from exporter.errors import ExportsweepError  # noqa: E402
 from exporter.freshload import FreshLoader  # noqa: E402
 from exporter.manifest import load_manifest  # noqa: E402
 from exporter.pipeline import run_entry  # noqa: E402
 from exporter.spec import PipelineOptions  # noqa: E402
 from orchestrator.execute import logs  # noqa: E402
+from zoo_bench import _commit  # noqa: E402
 
 VERDICT = ("mode", "status", "category", "signature", "failed_stage", "stage_status",
            "exception_type", "error_code", "user_frame", "node_count", "decomposed_node_count",
@@ -69,8 +71,7 @@ def measure(entries, loader) -> list[dict]:
 
 
 def table(rows: list[dict], manifest: str) -> str:
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+    commit = _commit()
     lines = [f"`bench/pipeline_savings.py {manifest}`: {datetime.now(timezone.utc):%Y-%m-%d}, "
              f"commit {commit}, {os.cpu_count()} cores, {platform.machine()}, "
              f"Python {platform.python_version()}", "",
@@ -104,7 +105,11 @@ def run_selection(description: str, measure: Callable[[list, FreshLoader], list[
     parser.add_argument("--json", help="also write the per-entry rows here")
     args = parser.parse_args()
     logs.configure()                                   # warnings only, on stderr
-    entries = list(load_manifest(args.manifest).select(args.only))
+    try:
+        entries = list(load_manifest(args.manifest).select(args.only))
+    except ExportsweepError as exc:                    # one line per mistake, as the CLI says
+        print(exc, file=sys.stderr)
+        return exc.exit_code, []
     if not entries:
         print("no entries selected", file=sys.stderr)
         return 2, []

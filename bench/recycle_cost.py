@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from exporter.errors import ExportsweepError  # noqa: E402
 from exporter.manifest import load_manifest  # noqa: E402
 from nightly_summary import replacements  # noqa: E402
 from orchestrator.results.layout import run_dir  # noqa: E402
@@ -87,7 +88,12 @@ def main() -> int:
                         help="comma-separated: 0 (never), default, or MiB")
     parser.add_argument("--out", help="results folder (default: a new temporary one)")
     args = parser.parse_args()
-    names = pick([e.name for e in load_manifest(args.manifest).select(args.only)], args.entries)
+    try:
+        selected = load_manifest(args.manifest).select(args.only)
+    except ExportsweepError as exc:                    # one line per mistake, as the CLI says
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    names = pick([e.name for e in selected], args.entries)
     out = args.out or tempfile.mkdtemp(prefix="recycle-cost-")
     ceilings = [c.strip() for c in args.ceilings.split(",") if c.strip()]
     walls = {}
